@@ -1,0 +1,15 @@
+"""Subcommands for infrastructure (synth/scan/plan/apply) (placeholder until issue #4 lands)."""
+
+from __future__ import annotations
+
+import argparse
+
+from release.commands.common import add_env, not_built
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    for name in "synth scan plan apply".split():
+        parser = sub.add_parser(name, help=f"{name} (not built yet: issue #4)")
+        add_env(parser)
+        parser.add_argument("--flow", default=None)
+        parser.set_defaults(handler=not_built(4, f"'genaiops {name}'"))

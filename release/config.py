@@ -1,0 +1,520 @@
+"""The one typed environment configuration, read by both ``infra/`` and ``release/``.
+
+``config/<env>.yaml`` is loaded with :func:`load_config`. ``${VAR}`` and ``${VAR:-default}``
+references are resolved from the environment first; then the document is validated by the
+pydantic models below. Unknown keys are errors, and every error names the file, the field
+path and what is allowed, for example::
+
+    config/dev.yaml: flows.web_classification.release.steps[2]: 140 is not between 0 and 100
+
+Secrets are never values in this file: a connection names where its key lives
+(``secret: {env: VAR}`` or ``secret: {key_vault_secret: NAME}``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from release.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "config"
+ENVIRONMENTS = ("local", "dev", "prod")
+
+_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,11}$")
+_CONNECTION_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$")
+_GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+class ConfigError(UserError):
+    """A configuration file is invalid: the message names file, field and fix."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _percent(value: int) -> int:
+    if not 0 <= value <= 100:
+        raise ValueError(f"{value} is not between 0 and 100")
+    return value
+
+
+def _fraction(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{value} is not between 0.0 and 1.0")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError(f"{value} must be at least 1")
+    return value
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError(f"{value} is not a TCP port (1-65535)")
+    return value
+
+
+def _guid(value: str) -> str:
+    if not _GUID_RE.match(value):
+        raise ValueError(f"{value!r} is not a GUID such as 00000000-0000-0000-0000-000000000000")
+    return value
+
+
+Percent = Annotated[int, AfterValidator(_percent)]
+Fraction = Annotated[float, AfterValidator(_fraction)]
+PositiveInt = Annotated[int, AfterValidator(_positive)]
+Port = Annotated[int, AfterValidator(_port)]
+Guid = Annotated[str, AfterValidator(_guid)]
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- azure basics
+
+
+class ResourceGroup(Strict):
+    name: str | None = None  # default: <prefix>-<env>-rg
+    create: bool = True
+
+
+class AzureSettings(Strict):
+    subscription_id: Guid
+    tenant_id: Guid
+    location: str = Field(min_length=2)
+    name_prefix: str
+    resource_group: ResourceGroup = ResourceGroup()
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"{value!r} must be 2-12 lowercase letters or digits starting with a letter "
+                "(it becomes part of storage-account and registry names)"
+            )
+        return value
+
+
+class StateBackend(Strict):
+    """The azurerm remote backend that holds this environment's Terraform state."""
+
+    resource_group: str
+    storage_account: str
+    container: str = "tfstate"
+    key: str
+    use_azuread_auth: bool = True
+
+
+class ManagedNetwork(Strict):
+    isolation: Literal["disabled", "allow_internet_outbound", "allow_only_approved_outbound"] = (
+        "allow_only_approved_outbound"
+    )
+
+
+class WorkspaceSettings(Strict):
+    public_network_access: bool = False
+    managed_network: ManagedNetwork = ManagedNetwork()
+    high_business_impact: bool = False
+    sku: Literal["Basic"] = "Basic"
+
+
+class Identities(Strict):
+    deployer_object_id: Guid
+    deployer_principal_type: Literal["ServicePrincipal", "User", "Group"] = "ServicePrincipal"
+    # Extra principals (e.g. a data-science group) that read experiment results.
+    readers: list[Guid] = Field(default_factory=list)
+
+
+class KeyVaultSettings(Strict):
+    authorization: Literal["rbac", "access_policies"] = "rbac"
+    purge_protection: bool = True
+    soft_delete_retention_days: Annotated[int, Field(ge=7, le=90)] = 90
+    public_network_access: bool = False
+
+
+class RegistrySettings(Strict):
+    sku: Literal["Basic", "Standard", "Premium"] = "Premium"
+    public_network_access: bool = False
+    admin_enabled: bool = False
+
+
+# --------------------------------------------------------------------------- connections
+
+
+class EnvSecret(Strict):
+    env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class KeyVaultSecret(Strict):
+    key_vault_secret: str = Field(pattern=r"^[0-9a-zA-Z-]{1,127}$")
+
+
+SecretRef = Union[EnvSecret, KeyVaultSecret]
+
+
+class Connection(Strict):
+    name: str
+    category: Literal["AzureOpenAI", "OpenAI", "CognitiveSearch", "CognitiveService", "CustomKeys"]
+    target: str
+    auth_type: Literal["ApiKey", "AAD", "ManagedIdentity"] = "ApiKey"
+    api_version: str | None = None
+    api_type: Literal["azure", "openai"] | None = None
+    resource_id: str | None = None
+    secret: SecretRef | None = None
+    shared_to_all: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_secret_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("key", "api_key", "apiKey", "password", "credentials"):
+                if key in data:
+                    raise ValueError(
+                        f"'{key}' holds a secret value; config files hold references only: "
+                        "use 'secret: {env: VAR}' or 'secret: {key_vault_secret: NAME}'"
+                    )
+            secret = data.get("secret")
+            if secret is not None and not isinstance(secret, dict):
+                raise ValueError(
+                    "'secret' must be a reference, not a value: "
+                    "use 'secret: {env: VAR}' or 'secret: {key_vault_secret: NAME}'"
+                )
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _CONNECTION_NAME_RE.match(value):
+            raise ValueError(f"{value!r} must match {_CONNECTION_NAME_RE.pattern}")
+        return value
+
+    @model_validator(mode="after")
+    def _key_needs_secret(self) -> Connection:
+        if self.auth_type == "ApiKey" and self.secret is None:
+            raise ValueError(
+                "auth_type ApiKey needs 'secret: {env: VAR}' or 'secret: {key_vault_secret: NAME}'"
+            )
+        return self
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+class ManagedTarget(Strict):
+    target: Literal["managed"]
+    endpoint_name: str | None = None  # default: <prefix>-<env>-<flow>
+    instance_type: str = "Standard_DS3_v2"
+    instance_count: PositiveInt = 1
+    auth_mode: Literal["aad_token", "aml_token", "key"] = "aad_token"
+    public_network_access: bool = False
+    request_timeout_ms: Annotated[int, Field(ge=1000, le=180000)] = 60000
+    max_concurrent_requests_per_instance: PositiveInt = 4
+    data_collection: bool = True
+
+
+class KubernetesTarget(Strict):
+    target: Literal["kubernetes"]
+    endpoint_name: str | None = None
+    aks_cluster_id: str
+    compute_name: str = "aks"
+    namespace: str = "azureml"
+    instance_type: str = "defaultinstancetype"
+    instance_count: PositiveInt = 1
+    auth_mode: Literal["aad_token", "aml_token", "key"] = "aad_token"
+    legacy_inference_cluster: bool = False
+
+
+class AppServiceTarget(Strict):
+    target: Literal["appservice"]
+    app_name: str | None = None
+    sku: str = "P1v3"
+    instance_count: PositiveInt = 1
+    slot: str = "staging"
+    health_check_path: str = "/health"
+    always_on: bool = True
+
+
+class LocalTarget(Strict):
+    target: Literal["local"]
+    instance_count: PositiveInt = 1
+    workers: PositiveInt = 2
+
+
+Deployment = Annotated[
+    Union[ManagedTarget, KubernetesTarget, AppServiceTarget, LocalTarget],
+    Field(discriminator="target"),
+]
+
+
+class SmokeTest(Strict):
+    name: str
+    request: dict[str, Any]
+    expect_keys: list[str] = Field(default_factory=list)
+    expect: dict[str, Any] = Field(default_factory=dict)
+    expect_one_of: dict[str, list[Any]] = Field(default_factory=dict)
+
+
+class ReleaseStrategy(Strict):
+    strategy: Literal["bluegreen", "ab"] = "bluegreen"
+    steps: list[Percent] = Field(default_factory=lambda: [100])
+    step_wait_seconds: Annotated[float, Field(ge=0, le=3600)] = 10
+    smoke_tests: list[SmokeTest] = Field(default_factory=list)
+    max_error_rate: Fraction = 0.01
+    max_p99_latency_ms: PositiveInt = 5000
+    readiness_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 180
+    rollback_window_minutes: Annotated[int, Field(ge=0, le=10080)] = 60
+
+    @model_validator(mode="after")
+    def _steps(self) -> ReleaseStrategy:
+        if not self.steps:
+            raise ValueError("steps must list at least one traffic percentage, ending at 100")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"steps {self.steps} must increase strictly")
+        if self.steps[-1] != 100:
+            raise ValueError(f"steps {self.steps} must end at 100")
+        return self
+
+
+class FlowSettings(Strict):
+    path: str
+    experiment: str = "experiment.yaml"
+    deployment: Deployment
+    release: ReleaseStrategy = ReleaseStrategy()
+    run_in: Literal["local", "workspace"] = "local"
+
+
+# --------------------------------------------------------------------------- local environment
+
+
+class LocalPorts(Strict):
+    registry: Port = 5000
+    router: Port = 8088
+    model: Port = 8300
+    pages: Port = 8301
+
+
+class LocalSettings(Strict):
+    state_dir: str = ".genaiops/local"
+    ports: LocalPorts = LocalPorts()
+    docker_host: str | None = None  # default: $DOCKER_HOST, the default socket, or our own dockerd
+    base_image: str = "genaiops/base-python:bookworm"
+    model_api_key: SecretRef = EnvSecret(env="LOCAL_MODEL_API_KEY")
+    model_latency_ms: Annotated[float, Field(ge=0, le=60000)] = 0
+    model_error_rate: Fraction = 0.0
+
+
+# --------------------------------------------------------------------------- the environment
+
+
+class EnvironmentConfig(Strict):
+    environment: str
+    kind: Literal["local", "azure"]
+    azure: AzureSettings | None = None
+    state: StateBackend | None = None
+    workspace: WorkspaceSettings = WorkspaceSettings()
+    identities: Identities | None = None
+    key_vault: KeyVaultSettings = KeyVaultSettings()
+    registry: RegistrySettings = RegistrySettings()
+    connections: list[Connection] = Field(default_factory=list)
+    flows: dict[str, FlowSettings] = Field(default_factory=dict)
+    local: LocalSettings | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnvironmentConfig:
+        if self.kind == "azure":
+            missing = [k for k in ("azure", "state", "identities") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"kind azure needs sections: {', '.join(missing)}")
+            for name, flow in self.flows.items():
+                if flow.deployment.target == "local":
+                    raise ValueError(
+                        f"flows.{name}.deployment.target: 'local' is only for kind local; "
+                        "use managed, kubernetes or appservice"
+                    )
+        else:
+            for name, flow in self.flows.items():
+                if flow.deployment.target != "local":
+                    raise ValueError(
+                        f"flows.{name}.deployment.target: kind local deploys with target 'local'"
+                    )
+                if flow.run_in != "local":
+                    raise ValueError(f"flows.{name}.run_in: kind local runs in 'local'")
+        names = [c.name for c in self.connections]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"connections: duplicate names {duplicates}")
+        return self
+
+    # -- derived names used by infra and release alike ------------------------
+    @property
+    def prefix(self) -> str:
+        return self.azure.name_prefix if self.azure else "local"
+
+    @property
+    def resource_group_name(self) -> str:
+        assert self.azure is not None
+        return self.azure.resource_group.name or f"{self.prefix}-{self.environment}-rg"
+
+    def endpoint_name(self, flow: str) -> str:
+        deployment = self.flows[flow].deployment
+        explicit = getattr(deployment, "endpoint_name", None) or getattr(deployment, "app_name", None)
+        return explicit or f"{self.prefix}-{self.environment}-{flow.replace('_', '-')}"[:32]
+
+    def local_settings(self) -> LocalSettings:
+        return self.local or LocalSettings()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_vars(value: Any, path: str, env: dict[str, str], file: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, naming a missing VAR."""
+    if isinstance(value, dict):
+        return {k: resolve_vars(v, f"{path}.{k}" if path else str(k), env, file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve_vars(v, f"{path}[{i}]", env, file) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{file}: {path}: environment variable {name} is not set; "
+                f"export {name}=... or give a default as ${{{name}:-value}}"
+            )
+
+        return _VAR_RE.sub(substitute, value)
+    return value
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("managed", "kubernetes", "appservice", "local") and out.endswith("deployment"):
+            continue  # the discriminator tag pydantic inserts; not a key the user wrote
+        elif str(part).startswith(("function-after", "union_tag", "EnvSecret", "KeyVaultSecret")):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    msg: str = error["msg"]
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key (check the spelling; unknown keys are not allowed)"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"{value!r} is not allowed; expected {error['ctx']['expected']}"
+    if kind == "union_tag_invalid":
+        return f"{error['ctx']['tag']!r} is not allowed; expected {error['ctx']['expected_tags']}"
+    if kind == "union_tag_not_found":
+        return f"missing '{error['ctx']['discriminator'].strip(chr(39))}'"
+    if msg.startswith("Value error, "):
+        return msg[len("Value error, ") :]
+    if value is not None and not isinstance(value, (dict, list)):
+        return f"{value!r}: {msg[0].lower()}{msg[1:]}"
+    return msg
+
+
+def format_validation_error(file: str, exc: ValidationError) -> str:
+    lines = []
+    seen = set()
+    for error in exc.errors():
+        loc = _loc(tuple(error["loc"]))
+        # for a secret union, report one clear line instead of one per union member
+        if ".secret" in f".{loc}" and error["type"] in ("missing", "extra_forbidden"):
+            loc = loc[: loc.rfind("secret") + len("secret")]
+            text = "must be {env: VAR} or {key_vault_secret: NAME}"
+        else:
+            text = _message(error)
+        line = f"{file}: {loc}: {text}" if loc else f"{file}: {text}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def config_path(env: str, config_dir: Path | None = None) -> Path:
+    return (config_dir or CONFIG_DIR) / f"{env}.yaml"
+
+
+def load_config_file(path: Path, environ: dict[str, str] | None = None) -> EnvironmentConfig:
+    environ = dict(os.environ if environ is None else environ)
+    try:
+        shown = str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        shown = str(path)
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
+        raise ConfigError(f"{shown}: no such config file; environments available: {available}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{shown}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{shown}: must be a mapping of settings, got {type(raw).__name__}")
+    raw = resolve_vars(raw, "", environ, shown)
+    raw.setdefault("environment", path.stem)
+    if raw["environment"] != path.stem:
+        raise ConfigError(
+            f"{shown}: environment: {raw['environment']!r} does not match the file name {path.stem!r}"
+        )
+    try:
+        return EnvironmentConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(shown, exc)) from None
+
+
+def load_config(env: str, config_dir: Path | None = None, environ: dict[str, str] | None = None) -> EnvironmentConfig:
+    """Load and validate ``config/<env>.yaml``."""
+    if not re.match(r"^[a-z][a-z0-9_-]*$", env):
+        raise ConfigError(f"ENV={env!r} is not an environment name; use one of {list(ENVIRONMENTS)}")
+    return load_config_file(config_path(env, config_dir), environ)
+
+
+def available_environments(config_dir: Path | None = None) -> list[str]:
+    return sorted(p.stem for p in (config_dir or CONFIG_DIR).glob("*.yaml"))
+
+
+def resolve_secret(ref: SecretRef, environ: dict[str, str] | None = None) -> str:
+    """Resolve a secret reference at run time (env var only; Key Vault refs are for Azure)."""
+    environ = dict(os.environ if environ is None else environ)
+    if isinstance(ref, EnvSecret):
+        if ref.env not in environ:
+            raise ConfigError(f"secret: environment variable {ref.env} is not set; export {ref.env}=...")
+        return environ[ref.env]
+    raise ConfigError(
+        f"secret: Key Vault secret {ref.key_vault_secret!r} is resolved inside Azure, not on this machine"
+    )
