@@ -98,5 +98,9 @@ rollback: install ## put traffic back on the previous release (FLOW=x ENV=x)
 promote: install ## copy the image dev released to prod by digest (FLOW=x)
 	$(GENAIOPS) promote --flow $(FLOW) --env prod
 
+new-flow: install ## scaffold a new use case (NAME=x, KIND=dag|flex): docs/new-flow.md
+	$(if $(NAME),,$(error NAME is required: make new-flow NAME=my_flow [KIND=dag|flex]))
+	$(GENAIOPS) new-flow $(NAME) --kind $(or $(KIND),dag)
+
 clean: ## remove build output (keeps .venv and the local environment's state)
 	rm -rf cdktf.out reports .pytest_cache .mypy_cache .ruff_cache

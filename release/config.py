@@ -139,6 +139,10 @@ class WorkspaceSettings(Strict):
     managed_network: ManagedNetwork = ManagedNetwork()
     high_business_impact: bool = False
     sku: Literal["Basic"] = "Basic"
+    # infra (issue 4): online endpoints in this workspace must use Entra ID (AAD) tokens
+    require_aad_auth: bool = True
+    # infra (issue 4): Log Analytics retention for the workspace's logs and App Insights
+    log_retention_days: Annotated[int, Field(ge=30, le=730)] = 90
 
 
 class Identities(Strict):
@@ -255,6 +259,7 @@ class AppServiceTarget(Strict):
     slot: str = "staging"
     health_check_path: str = "/health"
     always_on: bool = True
+    public_network_access: bool = False  # infra (issue 4): reach the app via private endpoint
 
 
 class LocalTarget(Strict):
@@ -466,8 +471,14 @@ def format_validation_error(file: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def default_config_dir() -> Path:
+    """``config/`` of this repository, or ``$GENAIOPS_CONFIG_DIR`` when set (tests, overlays)."""
+    override = os.environ.get("GENAIOPS_CONFIG_DIR")
+    return Path(override) if override else CONFIG_DIR
+
+
 def config_path(env: str, config_dir: Path | None = None) -> Path:
-    return (config_dir or CONFIG_DIR) / f"{env}.yaml"
+    return (config_dir or default_config_dir()) / f"{env}.yaml"
 
 
 def load_config_file(path: Path, environ: dict[str, str] | None = None) -> EnvironmentConfig:
@@ -497,7 +508,9 @@ def load_config_file(path: Path, environ: dict[str, str] | None = None) -> Envir
         raise ConfigError(format_validation_error(shown, exc)) from None
 
 
-def load_config(env: str, config_dir: Path | None = None, environ: dict[str, str] | None = None) -> EnvironmentConfig:
+def load_config(
+    env: str, config_dir: Path | None = None, environ: dict[str, str] | None = None
+) -> EnvironmentConfig:
     """Load and validate ``config/<env>.yaml``."""
     if not re.match(r"^[a-z][a-z0-9_-]*$", env):
         raise ConfigError(f"ENV={env!r} is not an environment name; use one of {list(ENVIRONMENTS)}")
@@ -505,7 +518,7 @@ def load_config(env: str, config_dir: Path | None = None, environ: dict[str, str
 
 
 def available_environments(config_dir: Path | None = None) -> list[str]:
-    return sorted(p.stem for p in (config_dir or CONFIG_DIR).glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir or default_config_dir()).glob("*.yaml"))
 
 
 def resolve_secret(ref: SecretRef, environ: dict[str, str] | None = None) -> str:

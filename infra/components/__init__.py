@@ -1,0 +1,1 @@
+"""One construct per module; each takes typed config and exposes what others need."""

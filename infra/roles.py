@@ -1,0 +1,108 @@
+"""The one table of Azure built-in roles the stacks grant, with why each is needed.
+
+Rules enforced by :func:`infra.components.access.grant`:
+- only roles in :data:`ROLES` can be granted, each to one principal on one resource;
+- privileged roles (Owner, Contributor, User Access Administrator, RBAC Administrator) are
+  never granted, and nothing is granted at subscription or management-group scope.
+
+Definition ids are the built-in ids, identical in every tenant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    definition_id: str
+    why: str
+
+
+ROLES: dict[str, Role] = {
+    role.name: role
+    for role in (
+        # --- identities of endpoints and web apps (run a flow) -------------------------
+        Role(
+            "AcrPull",
+            "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+            "endpoint / web app identities pull the flow image from the registry; nothing more",
+        ),
+        Role(
+            "Storage Blob Data Reader",
+            "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
+            "endpoint identities read model and flow artifacts from workspace storage (read only)",
+        ),
+        Role(
+            "Azure ML Workspace Connection Secrets Reader",
+            "ea01e6af-a1c1-4350-9563-ad00f8c72ec5",
+            "a deployed flow resolves its prompt flow connections (keys) at start; read only",
+        ),
+        Role(
+            "Key Vault Secrets User",
+            "4633458b-17de-408a-b874-0445c86b69e6",
+            "read secret values on RBAC vaults; 'Key Vault Reader' cannot read secret values",
+        ),
+        Role(
+            "AzureML Metrics Writer",
+            "635dd51f-9968-44d3-b7fb-6d9a6bd613ae",
+            "managed online deployments write data-collection metrics to the workspace",
+        ),
+        # --- the deploying service principal (release tooling) -------------------------
+        Role(
+            "AzureML Data Scientist",
+            "f6c7c914-8db3-469d-8ca1-694a8f32e121",
+            "deployer: runs, models, online endpoints/deployments in the workspace; "
+            "cannot create compute or change the workspace",
+        ),
+        Role(
+            "AcrPush",
+            "8311e382-0749-4cb8-b61a-304f252e45ec",
+            "deployer: pushes flow images to the environment's registry (includes pull)",
+        ),
+        Role(
+            "Key Vault Secrets Officer",
+            "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
+            "deployer: sets connection secrets in the vault; no keys, certificates or purge",
+        ),
+        Role(
+            "Storage Blob Data Contributor",
+            "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
+            "deployer: uploads experiment data and reports to workspace storage",
+        ),
+        Role(
+            "Website Contributor",
+            "de139f84-1756-47ae-9be6-808fbbe84772",
+            "deployer: sets the image of one web app / slot and swaps slots; scoped to that app",
+        ),
+        # --- readers of experiment results ---------------------------------------------
+        Role(
+            "Reader",
+            "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+            "readers: see the workspace and its runs (control plane, no secrets)",
+        ),
+    )
+}
+
+# Never granted by these stacks; listed so the guard and the policy checks can name them.
+PRIVILEGED: dict[str, str] = {
+    "Owner": "8e3af657-a8ff-443c-a75c-2fe8c4bcb635",
+    "Contributor": "b24988ac-6180-42a0-ab88-20f7382dd24c",
+    "User Access Administrator": "18d7d88d-d35e-4fb5-a5c3-7773c20a72d9",
+    "Role Based Access Control Administrator": "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+}
+
+
+def role(name: str) -> Role:
+    if name not in ROLES:
+        raise KeyError(f"role {name!r} is not in infra/roles.py ROLES; add it there with its reason")
+    return ROLES[name]
+
+
+def definition_id(subscription_id: str, name: str) -> str:
+    """The full role definition id as ``azurerm_role_assignment.role_definition_id`` wants it."""
+    return (
+        f"/subscriptions/{subscription_id}/providers/Microsoft.Authorization/roleDefinitions/"
+        f"{role(name).definition_id}"
+    )

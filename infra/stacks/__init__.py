@@ -1,0 +1,1 @@
+"""Stacks: one per Azure environment."""

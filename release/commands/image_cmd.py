@@ -1,0 +1,269 @@
+"""``genaiops build | push | promote``: flow images, registries and promotion by digest.
+
+* ``build --flow F --env E``: our Dockerfile, the docker SDK, labels (git sha, flow hash,
+  registered version, variant); records ``<images>/<env>/<flow>.build.json``.
+* ``push --flow F --env E``: the local registry for ``local``, ACR (Azure AD token exchange,
+  never the admin user) for Azure environments; records the digest in ``<flow>.push.json``.
+* ``promote --flow F --env prod [--from dev]``: copies the digest the source environment pushed
+  into this environment's registry, byte for byte (no rebuild), and records its provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from release.commands.common import add_env, add_flow
+from release.config import ENVIRONMENTS, REPO_ROOT, EnvironmentConfig, FlowSettings, load_config
+from release.errors import UserError
+from release.image import (
+    ImageSpec,
+    build_image,
+    load_record,
+    records_dir,
+    save_record,
+    used_connections,
+)
+from release.oci import (
+    AcrAuth,
+    Provenance,
+    RegistryClient,
+    copy_image,
+    push_image,
+    record_provenance,
+)
+from release.registry.hashing import content_hash
+
+log = logging.getLogger(__name__)
+DOCKER_TIMEOUT_S = 600
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    build = sub.add_parser("build", help="build the flow's OCI image (our Dockerfile, docker SDK)")
+    add_env(build)
+    add_flow(build)
+    build.add_argument("--tag", default=None, help="image tag (default: <version>-<flow hash>)")
+    build.add_argument("--base-image", default=None, help="BASE_IMAGE (default: local.base_image)")
+    build.add_argument("--version", dest="flow_version", default=None, help="registered flow version label")
+    build.add_argument("--variant", default=None, help="chosen variant id label")
+    build.set_defaults(handler=_build)
+
+    push = sub.add_parser("push", help="push the built image to the environment's registry")
+    add_env(push)
+    add_flow(push)
+    push.add_argument("--image", default=None, help="local image reference (default: the last build)")
+    push.set_defaults(handler=_push)
+
+    promote = sub.add_parser("promote", help="copy the source environment's image digest (no rebuild)")
+    add_env(promote)
+    add_flow(promote)
+    promote.add_argument("--from", dest="source", default=None, help="source environment (default: previous)")
+    promote.add_argument("--digest", default=None, help="sha256 digest to promote (default: source's push)")
+    promote.set_defaults(handler=_promote)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def flow_settings(cfg: EnvironmentConfig, flow: str) -> FlowSettings:
+    if flow not in cfg.flows:
+        raise UserError(
+            f"config/{cfg.environment}.yaml: flows.{flow}: no such flow; "
+            f"flows in this environment: {sorted(cfg.flows)}"
+        )
+    return cfg.flows[flow]
+
+
+def docker_client(cfg: EnvironmentConfig) -> docker.DockerClient:
+    """The local engine: local.docker_host, $DOCKER_HOST, or the one `genaiops local up` started."""
+    host = (cfg.local.docker_host if cfg.local else None) or os.environ.get("DOCKER_HOST")
+    if not host and cfg.kind == "local":
+        from release.local_env.environment import LocalEnvironment
+
+        host = LocalEnvironment(cfg.local_settings()).docker_host()
+    try:
+        client = docker.DockerClient(base_url=host, timeout=DOCKER_TIMEOUT_S) if host else docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        raise UserError(
+            f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__}); "
+            "run 'genaiops local up' (or 'make local-up') or set DOCKER_HOST"
+        ) from None
+    return client
+
+
+def registry_for(cfg: EnvironmentConfig) -> tuple[str, AcrAuth | None]:
+    """The environment's registry host and, for Azure, its ACR sign-in (Azure identity)."""
+    if cfg.kind == "local":
+        return f"127.0.0.1:{cfg.local_settings().ports.registry}", None
+    from release.azure import names
+    from release.azure.clients import default_credential
+
+    login_server = os.environ.get("GENAIOPS_ACR_LOGIN_SERVER") or names.registry_login_server(cfg)
+    tenant = cfg.azure.tenant_id if cfg.azure else None
+    return login_server, AcrAuth(login_server, default_credential(), tenant_id=tenant)
+
+
+def repository_name(flow: str) -> str:
+    return f"genaiops/{flow.replace('_', '-')}"
+
+
+def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str | None]:
+    """Registered version and chosen variant from the local registry, when it has them."""
+    if cfg.kind != "local":
+        return None, None
+    try:
+        from release.registry.local import LocalRegistry
+
+        state = Path(cfg.local_settings().state_dir)
+        registry = LocalRegistry(state if state.is_absolute() else REPO_ROOT / state)
+        selection = registry.baseline(flow)
+        if selection is not None:
+            return selection.flow_version, selection.variant_id
+        latest = registry.latest("flow", flow)
+        return (latest.version if latest else None), None
+    except Exception as exc:  # the registry is optional for a plain build
+        log.debug("no registry defaults: %s", exc)
+        return None, None
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def _build(args: argparse.Namespace) -> int:
+    cfg = load_config(args.env)
+    settings = flow_settings(cfg, args.flow)
+    flow_dir = (REPO_ROOT / settings.path).resolve()
+    if not flow_dir.is_dir():
+        raise UserError(
+            f"config/{cfg.environment}.yaml: flows.{args.flow}.path: {settings.path} does not exist; "
+            "create the flow or fix the path"
+        )
+    version, variant = _default_labels(cfg, args.flow)
+    version = args.flow_version or version
+    variant = args.variant or variant
+    tag = args.tag or f"{version or 'dev'}-{content_hash(flow_dir)[7:19]}"
+    spec = ImageSpec(
+        flow=args.flow,
+        flow_dir=flow_dir,
+        repository=repository_name(args.flow),
+        tag=tag,
+        base_image=args.base_image or cfg.local_settings().base_image,
+        connections=tuple(used_connections(flow_dir, cfg.connections)),
+        version=version,
+        variant=variant,
+    )
+    client = docker_client(cfg)
+    build_dir = records_dir(cfg.environment) / "context" / args.flow
+    built = build_image(client, spec, build_dir)
+    record: dict[str, Any] = {
+        "flow": args.flow,
+        "reference": built.reference,
+        "image_id": built.image_id,
+        "labels": built.labels,
+        "layers": list(built.layers),
+        "seconds": round(built.seconds, 2),
+    }
+    save_record(cfg.environment, args.flow, "build", record)
+    print(f"built {built.reference} ({built.image_id[:19]}) in {built.seconds:.1f} s")
+    needs = built.labels.get("ai.genaiops.connection-env", "")
+    if needs:
+        print(f"the container needs these environment variables at start-up: {needs}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    cfg = load_config(args.env)
+    flow_settings(cfg, args.flow)
+    image = args.image
+    if not image:
+        record = load_record(cfg.environment, args.flow, "build")
+        if record is None:
+            raise UserError(
+                f"flow {args.flow!r} has no build in environment {cfg.environment!r}; "
+                f"run 'genaiops build --flow {args.flow} --env {cfg.environment}' first"
+            )
+        image = str(record["reference"])
+    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    registry, auth = registry_for(cfg)
+    pushed = push_image(docker_client(cfg), image, registry, repository_name(args.flow), tag, auth=auth)
+    save_record(
+        cfg.environment,
+        args.flow,
+        "push",
+        {
+            "flow": args.flow,
+            "registry": pushed.registry,
+            "repository": pushed.repository,
+            "tag": pushed.tag,
+            "digest": pushed.digest,
+            "reference": pushed.reference,
+            "source_image": image,
+        },
+    )
+    print(f"pushed {pushed.reference}")
+    return 0
+
+
+def previous_environment(env: str) -> str:
+    order = list(ENVIRONMENTS)
+    if env not in order or order.index(env) == 0:
+        raise UserError(f"--env {env}: there is no environment before it to promote from; give --from")
+    return order[order.index(env) - 1]
+
+
+def _promote(args: argparse.Namespace) -> int:
+    cfg = load_config(args.env)
+    flow_settings(cfg, args.flow)
+    source_env = args.source or previous_environment(cfg.environment)
+    source_cfg = load_config(source_env)
+    record = load_record(source_env, args.flow, "push")
+    if record is None and not args.digest:
+        raise UserError(
+            f"environment {source_env!r} has no pushed image of {args.flow!r}; release it there first "
+            f"or give --digest sha256:..."
+        )
+    src_host, src_auth = registry_for(source_cfg)
+    src_repo = str(record["repository"]) if record else repository_name(args.flow)
+    digest = args.digest or str(record["digest"] if record else "")
+    tag = str(record["tag"]) if record else digest.split(":", 1)[1][:12]
+    dst_host, dst_auth = registry_for(cfg)
+    dst_repo = repository_name(args.flow)
+    src = RegistryClient(src_host, auth=src_auth)
+    dst = RegistryClient(dst_host, auth=dst_auth)
+    copied = copy_image(src, src_repo, digest, dst, dst_repo, tag)
+    from release.oci import image_config_labels
+
+    labels = image_config_labels(dst, dst_repo, copied)
+    provenance = Provenance(
+        flow=args.flow,
+        digest=copied,
+        source=f"{src_host}/{src_repo}@{digest}",
+        destination=f"{dst_host}/{dst_repo}@{copied}",
+        source_env=source_env,
+        destination_env=cfg.environment,
+        labels=labels,
+    )
+    record_provenance(records_dir(cfg.environment) / "provenance.jsonl", provenance)
+    save_record(
+        cfg.environment,
+        args.flow,
+        "push",
+        {
+            "flow": args.flow,
+            "registry": dst_host,
+            "repository": dst_repo,
+            "tag": tag,
+            "digest": copied,
+            "reference": f"{dst_host}/{dst_repo}@{copied}",
+            "promoted_from": provenance.source,
+        },
+    )
+    print(f"promoted {provenance.source} -> {provenance.destination} (same digest, no rebuild)")
+    return 0

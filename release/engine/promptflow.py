@@ -1,0 +1,369 @@
+"""The prompt flow engine: the only module of the toolkit that imports ``promptflow``.
+
+Lines run in-process through prompt flow's own executor (``FlowExecutor``: the same node
+resolution, tools, variants and aggregation as ``pf run``), but the runner drives them with
+its own bounded thread pool: a ``pf run`` batch run costs ~8 s of start-up per run on these
+machines, which makes many small runs slow (see docs/experiments.md and bench/experiment.py).
+:func:`batch_run` keeps the classic ``pf run`` path (the template's way) for comparison.
+
+Telemetry is off and traces go nowhere; ``PF_HOME_DIRECTORY`` is the repo's git-ignored
+``.genaiops/promptflow`` (or the folder given). Connections are built in memory from the
+environment config at run time: their keys are never written to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from release.engine.base import (
+    ConnectionSpec,
+    Engine,
+    FlowInfo,
+    FlowSession,
+    FlowVariant,
+    LineFailed,
+    LineOutput,
+)
+from release.errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_HOME = REPO_ROOT / ".genaiops" / "promptflow"
+_DAG = "flow.dag.yaml"
+_FLEX = "flow.flex.yaml"
+_LLM_TYPES = ("llm", "custom_llm")
+_RETRYABLE = (
+    "RateLimitError",
+    "ExceedMaxRetryTimes",
+    "APIConnectionError",
+    "APITimeoutError",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "Timeout",
+)
+_RETRY_AFTER = re.compile(r"retry[-_ ]after[=: ]+([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
+_setup_lock = threading.Lock()
+_configured_home: Path | None = None
+
+
+def configure(home: Path | None = None) -> Path:
+    """Point prompt flow at ``home``, telemetry off, trace destination none. Idempotent."""
+    global _configured_home
+    with _setup_lock:
+        home = (home or Path(os.environ.get("PF_HOME_DIRECTORY", DEFAULT_HOME))).resolve()
+        if _configured_home == home:
+            return home
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["PF_HOME_DIRECTORY"] = str(home)
+        os.environ.setdefault("PROMPTFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("PF_DISABLE_TRACING", "true")
+        os.environ.setdefault("PF_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("PYTHON_KEYRING_BACKEND", "keyrings.alt.file.PlaintextKeyring")
+        import logging
+
+        for noisy in ("httpx", "openai", "urllib3"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        from promptflow._sdk._configuration import Configuration
+
+        config = Configuration.get_instance()
+        for key, value in (("telemetry.enabled", False), ("trace.destination", "none")):
+            config.set_config(key, value)  # persisted in the prompt flow home (pf.yaml)
+            section, _, name = key.partition(".")
+            config.config.setdefault(section, {})[name] = value  # and in memory, whatever the cwd
+        _configured_home = home
+        return home
+
+
+def connection_dicts(connections: list[ConnectionSpec]) -> dict[str, dict[str, Any]]:
+    """Connections in prompt flow's in-memory provider format (never persisted)."""
+    out: dict[str, dict[str, Any]] = {}
+    for c in connections:
+        if c.category == "AzureOpenAI":
+            value = {
+                "api_key": c.api_key,
+                "api_base": c.target,
+                "api_type": "azure",
+                "api_version": c.api_version or "2024-02-01",
+            }
+            out[c.name] = {"type": "AzureOpenAIConnection", "value": value}
+        elif c.category == "OpenAI":
+            out[c.name] = {"type": "OpenAIConnection", "value": {"api_key": c.api_key, "base_url": c.target}}
+        else:
+            out[c.name] = {
+                "type": "CustomConnection",
+                "value": {"endpoint": c.target},
+                "secrets": {"key": c.api_key},
+            }
+    return out
+
+
+def _flow_file(flow_dir: Path) -> Path:
+    for name in (_DAG, _FLEX):
+        if (flow_dir / name).is_file():
+            return flow_dir / name
+    raise UserError(f"{flow_dir}: no {_DAG} or {_FLEX}; a flow folder needs one of them")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping")
+    return data
+
+
+def _flex_call_params(flow_dir: Path, entry: str) -> list[str]:
+    """Input names of a flex flow: the entry's ``__call__`` parameters, read without importing it."""
+    import ast
+
+    module, _, name = entry.partition(":")
+    source = flow_dir / (module.replace(".", "/") + ".py")
+    if not source.is_file():
+        raise UserError(f"{flow_dir / _FLEX}: entry: {entry!r}: {source.name} does not exist")
+    tree = ast.parse(source.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef) and item.name == "__call__":
+                    return [a.arg for a in item.args.args[1:]] + [a.arg for a in item.args.kwonlyargs]
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return [a.arg for a in node.args.args]
+    raise UserError(f"{flow_dir / _FLEX}: entry: {entry!r}: no class or function {name!r} in {source.name}")
+
+
+class PromptflowEngine(Engine):
+    name = "promptflow"
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = configure(home)
+
+    # -- shape -------------------------------------------------------------------
+    def describe(self, flow_dir: Path) -> FlowInfo:
+        flow_file = _flow_file(flow_dir)
+        data = _read_yaml(flow_file)
+        if flow_file.name == _FLEX:
+            init = data.get("init") or {}
+            entry = str(data.get("entry", ""))
+            return FlowInfo(
+                path=flow_dir,
+                kind="flex",
+                inputs=_flex_call_params(flow_dir, entry),
+                outputs=None,
+                init_params={k: (v or {}).get("default") for k, v in init.items()},
+                connections=[
+                    str((v or {}).get("default"))
+                    for v in init.values()
+                    if str((v or {}).get("type", "")).endswith("Connection")
+                ],
+            )
+        nodes = {n["name"]: n for n in data.get("nodes") or []}
+        variants: dict[str, list[str]] = {}
+        defaults: dict[str, str] = {}
+        llm_nodes: dict[str, list[str]] = {}
+        connections: set[str] = set()
+        all_node_defs: list[dict[str, Any]] = [n for n in nodes.values() if not n.get("use_variants")]
+        for node_name, spec in (data.get("node_variants") or {}).items():
+            variants[node_name] = list((spec.get("variants") or {}).keys())
+            defaults[node_name] = str(spec.get("default_variant_id") or variants[node_name][0])
+            all_node_defs += [v["node"] | {"name": node_name} for v in spec["variants"].values()]
+        for node in all_node_defs:
+            if node.get("type") in _LLM_TYPES:
+                names = set(llm_nodes.get(node["name"], [])) | set((node.get("inputs") or {}).keys())
+                llm_nodes[node["name"]] = sorted(names)
+            conn = node.get("connection") or (node.get("inputs") or {}).get("connection")
+            if conn:
+                connections.add(str(conn))
+        return FlowInfo(
+            path=flow_dir,
+            kind="dag",
+            inputs=list((data.get("inputs") or {}).keys()),
+            outputs=list((data.get("outputs") or {}).keys()),
+            variants=variants,
+            default_variants=defaults,
+            llm_nodes=llm_nodes,
+            connections=sorted(connections),
+        )
+
+    # -- variant resolution ------------------------------------------------------
+    def resolved_dag(self, flow_dir: Path, variant: FlowVariant, overrides: dict[str, str]) -> dict[str, Any]:
+        """flow.dag.yaml with the chosen node variants and hyperparameters applied (prompt flow's rules)."""
+        data = _read_yaml(flow_dir / _DAG)
+        node_variants = data.pop("node_variants", None) or {}
+        nodes = []
+        for node in data.get("nodes") or []:
+            name = node["name"]
+            if node.get("use_variants"):
+                spec = node_variants[name]
+                chosen = variant.variants.get(name) or spec.get("default_variant_id")
+                node = dict(spec["variants"][chosen]["node"], name=name)
+            node = json.loads(json.dumps(node))
+            if node.get("type") in _LLM_TYPES:
+                for key, value in variant.params.items():
+                    target, _, field_name = key.rpartition(".")
+                    if (target in ("", name)) and (target or field_name in node.get("inputs", {})):
+                        node.setdefault("inputs", {})[field_name] = value
+            for holder in (node, node.get("inputs") or {}):
+                conn = holder.get("connection")
+                if isinstance(conn, str) and conn in overrides:
+                    holder["connection"] = overrides[conn]
+            nodes.append(node)
+        data["nodes"] = nodes
+        return data
+
+    def _materialize(self, flow_dir: Path, dag: dict[str, Any]) -> Path:
+        text = yaml.safe_dump(dag, sort_keys=True)
+        digest = hashlib.sha256((str(flow_dir.resolve()) + text).encode()).hexdigest()[:16]
+        target = self.home / "resolved" / f"{flow_dir.name}-{digest}"
+        if not (target / _DAG).is_file():
+            tmp = target.with_name(target.name + f".tmp{os.getpid()}.{threading.get_ident()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(
+                flow_dir, tmp, ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc")
+            )
+            (tmp / _DAG).write_text(text, encoding="utf-8")
+            try:
+                tmp.rename(target)
+            except OSError:  # another thread or process made it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return target
+
+    # -- sessions ----------------------------------------------------------------
+    def open(
+        self,
+        flow_dir: Path,
+        variant: FlowVariant,
+        connections: list[ConnectionSpec],
+        connection_overrides: dict[str, str] | None = None,
+    ) -> FlowSession:
+        from promptflow.executor import FlowExecutor
+
+        flow_dir = flow_dir.resolve()
+        overrides = dict(connection_overrides or {})
+        info = self.describe(flow_dir)
+        conns = connection_dicts(connections)
+        if info.kind == "flex":
+            init = {k: v for k, v in info.init_params.items() if v is not None}
+            init.update(variant.params)
+            for key, value in list(init.items()):
+                if isinstance(value, str) and value in overrides:
+                    init[key] = overrides[value]
+            executor = FlowExecutor.create(
+                _flow_file(flow_dir), conns, flow_dir, init_kwargs=init, raise_ex=False
+            )
+        else:
+            work = self._materialize(flow_dir, self.resolved_dag(flow_dir, variant, overrides))
+            executor = FlowExecutor.create(work / _DAG, conns, work, raise_ex=False)
+        return _PromptflowSession(executor, info.kind)
+
+
+class _PromptflowSession(FlowSession):
+    def __init__(self, executor: Any, kind: str) -> None:
+        self.executor = executor
+        self.kind = kind
+
+    def run_line(self, inputs: dict[str, Any], index: int) -> LineOutput:
+        try:
+            result = self.executor.exec_line(inputs, index=index, allow_generator_output=False)
+        except Exception as exc:  # prompt flow raises for bad inputs even with raise_ex=False
+            raise LineFailed(f"{type(exc).__name__}: {exc}", retryable=_is_retryable(str(exc))) from None
+        status = str(getattr(result.run_info.status, "value", result.run_info.status))
+        if status != "Completed":
+            error = result.run_info.error or {}
+            message = _error_text(error)
+            raise LineFailed(message, retryable=_is_retryable(message), retry_after=_retry_after(message))
+        output = result.output if isinstance(result.output, dict) else {"output": result.output}
+        output = {k: v for k, v in output.items() if k != "line_number"}
+        aggregation = result.aggregation_inputs if self.kind == "dag" else output
+        return LineOutput(outputs=dict(output), aggregation_inputs=aggregation)
+
+    def aggregate(self, inputs: list[dict[str, Any]], lines: list[LineOutput]) -> dict[str, float]:
+        if not lines or not self.executor.has_aggregation_node:
+            return {}
+        if self.kind == "dag":
+            columns: dict[str, list[Any]] = {
+                k: [i.get(k) for i in inputs] for k in (inputs[0] if inputs else {})
+            }
+            agg: dict[str, list[Any]] = {}
+            for line in lines:
+                for key, value in (line.aggregation_inputs or {}).items():
+                    agg.setdefault(key, []).append(value)
+            result = self.executor.exec_aggregation(columns, agg)
+        else:
+            result = self.executor.exec_aggregation({}, [line.outputs for line in lines])
+        metrics = dict(result.metrics or {})
+        if not metrics and isinstance(result.output, dict):
+            metrics = {k: v for k, v in result.output.items() if isinstance(v, (int, float))}
+        return {k: float(v) for k, v in metrics.items()}
+
+
+def _error_text(error: Any) -> str:
+    if not isinstance(error, dict):
+        return str(error)
+    parts = [str(error.get("code") or ""), str(error.get("message") or "")]
+    inner = error.get("innerError") or {}
+    while isinstance(inner, dict) and inner:
+        parts.append(str(inner.get("code") or ""))
+        inner = inner.get("innerError") or {}
+    return " ".join(p for p in parts if p)
+
+
+def _is_retryable(message: str) -> bool:
+    return any(name in message for name in _RETRYABLE) or " 429" in message or "Too Many Requests" in message
+
+
+def _retry_after(message: str) -> float | None:
+    match = _RETRY_AFTER.search(message)
+    return float(match.group(1)) if match else None
+
+
+def batch_run(
+    flow_dir: Path,
+    data: Path,
+    column_mapping: dict[str, str],
+    variant: str | None,
+    connections: list[ConnectionSpec],
+    name: str,
+) -> dict[str, Any]:
+    """One classic ``pf run`` batch run (the template's way): returns its status and outputs count.
+
+    The connections are created in the prompt flow home for the run and deleted afterwards.
+    """
+    from promptflow.client import PFClient
+    from promptflow.entities import AzureOpenAIConnection, OpenAIConnection
+
+    pf = PFClient()
+    created = []
+    for c in connections:
+        conn: Any
+        if c.category == "AzureOpenAI":
+            conn = AzureOpenAIConnection(
+                name=c.name, api_key=c.api_key, api_base=c.target, api_version=c.api_version or "2024-02-01"
+            )
+        else:
+            conn = OpenAIConnection(name=c.name, api_key=c.api_key, base_url=c.target)
+        pf.connections.create_or_update(conn)
+        created.append(c.name)
+    try:
+        run = pf.run(
+            flow=str(flow_dir),
+            data=str(data),
+            column_mapping=column_mapping,
+            variant=variant,
+            name=name,
+            stream=False,
+        )
+        details = pf.get_details(run)
+        return {"status": run.status, "lines": len(details)}
+    finally:
+        for conn_name in created:
+            pf.connections.delete(conn_name)

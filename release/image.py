@@ -1,0 +1,349 @@
+"""Flow images: render our Dockerfile, stage a small build context, build with the docker SDK.
+
+The context holds the Dockerfile, ``requirements.txt`` and the pinned wheels (prepared once on
+the host with ``pip wheel -c requirements.lock`` and cached), the serving code and the flow.
+Inside the image the packages install with ``--no-index`` from those wheels in a separate
+build stage, so the final image carries no wheels. Labels record git sha, flow hash,
+registered version and variant. No secret is read here: connections are described by name,
+category, target and the *names* of the environment variables that carry their keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import jinja2
+
+from release.base_image import ensure_base_image
+from release.config import REPO_ROOT, Connection
+from release.errors import UserError
+from release.registry.hashing import EXCLUDED_DIRS, EXCLUDED_SUFFIXES, content_hash
+from release.serving.settings import base_env, key_env
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+REQUIREMENTS = TEMPLATES / "image-requirements.txt"
+LOCK_FILE = REPO_ROOT / "requirements.lock"
+IMAGE_UID = 10001
+BUILD_TIMEOUT_S = 1800
+WHEEL_TIMEOUT_S = 900
+LABEL_PREFIX = "ai.genaiops"
+# The part of our package that runs inside the image (nothing else of release/ is copied).
+SERVING_FILES = (
+    "release/__init__.py",
+    "release/errors.py",
+    "release/engine/invoke.py",
+    "release/serving/__init__.py",
+    "release/serving/__main__.py",
+    "release/serving/settings.py",
+    "release/serving/server.py",
+)
+
+
+class ImageError(UserError):
+    """An image could not be built; the message names the flow, the step and the fix."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    flow: str
+    flow_dir: Path
+    repository: str  # e.g. "genaiops/web_classification" or "127.0.0.1:5000/web_classification"
+    tag: str
+    base_image: str
+    connections: tuple[Connection, ...] = ()
+    version: str | None = None  # the registered flow version
+    variant: str | None = None  # the chosen variant id
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    reference: str
+    image_id: str
+    labels: dict[str, str]
+    layers: tuple[str, ...]  # RootFS diff ids, base first
+    log: str  # the build output (stream lines)
+    seconds: float
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def git_sha(repo: Path = REPO_ROOT) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def used_connections(flow_dir: Path, connections: Iterable[Connection]) -> list[Connection]:
+    """The environment's connections that the flow's files name (DAG YAML, flex code, prompts)."""
+    text = ""
+    for file in sorted(flow_dir.rglob("*")):
+        rel = file.relative_to(flow_dir)
+        if any(p in EXCLUDED_DIRS for p in rel.parts) or not file.is_file():
+            continue
+        if file.suffix in {".yaml", ".yml", ".py", ".json", ".jinja2", ".prompty"}:
+            text += file.read_text(encoding="utf-8", errors="replace") + "\n"
+    return [c for c in connections if c.name in text]
+
+
+def serving_manifest(connections: Iterable[Connection]) -> dict[str, Any]:
+    """The non-secret description of the connections the server resolves at start-up."""
+    return {
+        "flow_dir": "/app/flow",
+        "connections": [
+            {
+                "name": c.name,
+                "category": c.category,
+                "target": c.target,
+                "api_version": c.api_version,
+                "api_type": c.api_type,
+                "key_env": key_env(c.name),
+                "base_env": base_env(c.name),
+            }
+            for c in connections
+        ],
+    }
+
+
+def settings_json(connections: Iterable[Connection]) -> dict[str, str]:
+    """Like promptflow's ``settings.json``: each variable a connection needs, with no value."""
+    return {key_env(c.name): "" for c in connections}
+
+
+def render_dockerfile(base_image: str, labels: dict[str, str] | None = None) -> str:
+    """Our Dockerfile; ``labels`` become one LABEL instruction at the very end (no file layer)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - a Dockerfile, not HTML
+    )
+    return env.get_template("Dockerfile.j2").render(base_image=base_image, uid=IMAGE_UID, labels=labels or {})
+
+
+def _cache_root() -> Path:
+    root = os.environ.get("GENAIOPS_CACHE_DIR") or os.path.join(Path.home(), ".cache", "genaiops")
+    return Path(root)
+
+
+def wheel_cache(requirements: Path = REQUIREMENTS, lock: Path = LOCK_FILE) -> Path:
+    """A folder with every wheel the image needs, made once per requirements+lock content."""
+    key = hashlib.sha256(requirements.read_bytes() + b"\0" + lock.read_bytes()).hexdigest()[:16]
+    target = _cache_root() / "wheels" / key
+    if (target / ".complete").is_file():
+        return target
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-c",
+        str(lock),
+        "-r",
+        str(requirements),
+        "-w",
+        str(partial),
+    ]
+    log.info("preparing the image's pinned wheels (once; cached in %s)", target)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WHEEL_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ImageError(
+            f"pip wheel for the image took over {WHEEL_TIMEOUT_S} s; check the package index"
+        ) from None
+    if proc.returncode != 0:
+        raise ImageError(
+            f"pip wheel -r {requirements} -c {lock} failed: {proc.stderr.strip()[-1500:]}; "
+            "check that the package index is reachable and the pins exist"
+        )
+    (partial / ".complete").write_text(key)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for file in src.iterdir():
+        if file.name.startswith("."):
+            continue
+        try:
+            os.link(file, dst / file.name)
+        except OSError:
+            shutil.copy2(file, dst / file.name)
+
+
+def _copy_flow(src: Path, dst: Path) -> None:
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        return {n for n in names if n in EXCLUDED_DIRS or n.endswith(EXCLUDED_SUFFIXES)}
+
+    shutil.copytree(src, dst, ignore=ignore)
+
+
+def _normalize_mtimes(root: Path) -> None:
+    """Same content -> same COPY cache key, whatever the checkout time."""
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (0, 0), follow_symlinks=False)
+
+
+def stage_context(
+    spec: ImageSpec, build_dir: Path, wheels: Path, labels: dict[str, str] | None = None
+) -> Path:
+    """Write the build context for ``spec`` into ``build_dir`` (replaced) and return it."""
+    if not spec.flow_dir.is_dir():
+        raise ImageError(
+            f"flow {spec.flow!r}: folder {spec.flow_dir} does not exist; check flows.{spec.flow}.path"
+        )
+    if not any((spec.flow_dir / n).is_file() for n in ("flow.dag.yaml", "flow.flex.yaml", "flow.yaml")):
+        raise ImageError(
+            f"flow {spec.flow!r}: {spec.flow_dir} has no flow.dag.yaml or flow.flex.yaml; "
+            "point flows.<name>.path at a prompt flow folder"
+        )
+    shutil.rmtree(build_dir, ignore_errors=True)
+    build_dir.mkdir(parents=True)
+    (build_dir / "Dockerfile").write_text(render_dockerfile(spec.base_image, labels))
+    shutil.copy2(REQUIREMENTS, build_dir / "requirements.txt")
+    _link_tree(wheels, build_dir / "wheels")
+    app = build_dir / "app"
+    for rel in SERVING_FILES:
+        (app / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / rel, app / rel)
+    (app / "release/engine/__init__.py").write_text('"""Flow-engine adapter (serving subset)."""\n')
+    (app / "serving.json").write_text(json.dumps(serving_manifest(spec.connections), indent=2) + "\n")
+    (app / "settings.json").write_text(json.dumps(settings_json(spec.connections), indent=2) + "\n")
+    _copy_flow(spec.flow_dir, build_dir / "flow")
+    for sub in ("app", "flow"):
+        _normalize_mtimes(build_dir / sub)
+    return build_dir
+
+
+def image_labels(spec: ImageSpec, sha: str | None = None) -> dict[str, str]:
+    labels = {
+        "org.opencontainers.image.revision": sha or git_sha(),
+        "org.opencontainers.image.title": spec.flow,
+        f"{LABEL_PREFIX}.flow": spec.flow,
+        f"{LABEL_PREFIX}.flow-hash": content_hash(spec.flow_dir),
+        f"{LABEL_PREFIX}.version": spec.version or "unregistered",
+        f"{LABEL_PREFIX}.variant": spec.variant or "default",
+        f"{LABEL_PREFIX}.base-image": spec.base_image,
+        f"{LABEL_PREFIX}.connection-env": ",".join(sorted(settings_json(spec.connections))),
+    }
+    labels.update(spec.extra_labels)
+    return labels
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build_image(
+    client: docker.DockerClient,
+    spec: ImageSpec,
+    build_dir: Path,
+    *,
+    labels: dict[str, str] | None = None,
+    timeout_s: float = BUILD_TIMEOUT_S,
+) -> BuiltImage:
+    """Build ``spec`` with the docker SDK (``--network host``) and return the built image."""
+    started = time.monotonic()
+    ensure_base_image(client, spec.base_image)
+    wheels = wheel_cache()
+    final_labels = labels if labels is not None else image_labels(spec)
+    stage_context(spec, build_dir, wheels, final_labels)
+    lines: list[str] = []
+    api = client.api
+    try:
+        stream = api.build(
+            path=str(build_dir),
+            tag=spec.reference,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            decode=True,
+            buildargs={"BASE_IMAGE": spec.base_image},
+            timeout=int(timeout_s),
+        )
+        image_id = ""
+        for chunk in stream:
+            if time.monotonic() - started > timeout_s:
+                raise ImageError(f"building {spec.reference} took over {timeout_s:.0f} s; nothing was tagged")
+            if "stream" in chunk:
+                lines.append(str(chunk["stream"]))
+            if "aux" in chunk and "ID" in chunk["aux"]:
+                image_id = str(chunk["aux"]["ID"])
+            if "error" in chunk:
+                tail = "".join(lines[-20:])
+                raise ImageError(
+                    f"docker build of flow {spec.flow!r} failed: {chunk['error'].strip()}\n{tail}"
+                )
+    except docker.errors.APIError as exc:
+        raise ImageError(f"docker build of flow {spec.flow!r} failed: {exc.explanation}") from None
+    image = client.images.get(image_id or spec.reference)
+    layers = tuple(image.attrs.get("RootFS", {}).get("Layers", []))
+    return BuiltImage(
+        reference=spec.reference,
+        image_id=image.id,
+        labels=dict(image.labels),
+        layers=layers,
+        log="".join(lines),
+        seconds=time.monotonic() - started,
+    )
+
+
+# --------------------------------------------------------------------------- records
+
+
+def records_dir(environment: str) -> Path:
+    """Where build/push/promotion records of one environment live (never secrets)."""
+    root = os.environ.get("GENAIOPS_IMAGES_DIR") or str(REPO_ROOT / ".genaiops" / "images")
+    return Path(root) / environment
+
+
+def save_record(environment: str, flow: str, kind: str, data: dict[str, Any]) -> Path:
+    """Write ``<records>/<env>/<flow>.<kind>.json`` (kind: build | push) atomically."""
+    path = records_dir(environment) / f"{flow}.{kind}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load_record(environment: str, flow: str, kind: str) -> dict[str, Any] | None:
+    path = records_dir(environment) / f"{flow}.{kind}.json"
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data

@@ -1,0 +1,1 @@
+"""Content hashing and the registries (local and Azure ML) behind one interface (base.py)."""

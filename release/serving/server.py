@@ -1,0 +1,225 @@
+"""A small pre-fork HTTP server for one flow: ``POST /score`` and ``GET /health``.
+
+The master process binds the socket, then forks ``$WORKERS`` processes. Each worker loads the
+flow once through the engine adapter and serves requests with a thread per connection
+(HTTP/1.1 keep-alive). A worker only accepts connections after its flow is loaded, so a
+``/health`` answer means the flow is ready. The master restarts a worker that dies (bounded)
+and stops every worker on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+from typing import Any
+
+from release.engine.invoke import FlowInputError, Invoker, load_invoker
+from release.serving.settings import ServerSettings, StartupError, load_settings
+
+log = logging.getLogger("genaiops.serving")
+
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_RESTARTS = 10
+STOP_TIMEOUT_S = 10.0
+EXIT_LOAD_FAILED = 3
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "genaiops-serving/1"
+    sys_version = ""
+    invoker: Invoker  # set on the subclass made per worker
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: no per-request log
+        return
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body, default=str).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: HTTPStatus, code: str, message: str) -> None:
+        self._send(status.value, {"error": {"code": code, "message": message}})
+
+    def do_GET(self) -> None:
+        if self.path.split("?", 1)[0] == "/health":
+            self._send(200, {"status": "healthy"})
+        else:
+            self._error(HTTPStatus.NOT_FOUND, "NotFound", f"no route GET {self.path}; use POST /score")
+
+    def do_POST(self) -> None:
+        if self.path.split("?", 1)[0] != "/score":
+            self._error(HTTPStatus.NOT_FOUND, "NotFound", f"no route POST {self.path}; use POST /score")
+            return
+        try:
+            length = int(self.headers.get("Content-Length", "0"))
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY_BYTES:
+            self.close_connection = True
+            self._error(HTTPStatus.BAD_REQUEST, "BadRequest", "Content-Length missing, invalid or too large")
+            return
+        raw = self.rfile.read(length)
+        try:
+            inputs = json.loads(raw or b"null")
+        except ValueError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidJson", f"request body is not JSON: {exc}")
+            return
+        if not isinstance(inputs, dict):
+            self._error(
+                HTTPStatus.BAD_REQUEST, "InvalidInput", "request body must be a JSON object of flow inputs"
+            )
+            return
+        try:
+            outputs = self.invoker(inputs)
+        except FlowInputError as exc:
+            self._error(HTTPStatus.BAD_REQUEST, "InvalidInput", str(exc))
+            return
+        except Exception as exc:
+            log.warning("flow run failed: %s", type(exc).__name__)
+            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "FlowRunFailed", str(exc)[:2000])
+            return
+        self._send(200, outputs)
+
+    def do_PUT(self) -> None:
+        self._error(HTTPStatus.METHOD_NOT_ALLOWED, "MethodNotAllowed", "use POST /score or GET /health")
+
+    do_DELETE = do_PUT
+    do_PATCH = do_PUT
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 1024
+
+
+def _worker(sock: socket.socket, settings: ServerSettings) -> int:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        invoker = load_invoker(settings.flow_dir, settings.connections)
+    except Exception as exc:
+        log.error("worker %d: cannot load the flow at %s: %s", os.getpid(), settings.flow_dir, exc)
+        return EXIT_LOAD_FAILED
+    handler = type("Handler", (_Handler,), {"invoker": staticmethod(invoker)})
+    server = _Server((settings.host, settings.port), handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    log.info("worker %d: flow loaded, serving", os.getpid())
+    server.serve_forever(poll_interval=0.5)
+    return 0
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    return sock
+
+
+class Master:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.sock = _bind(settings.host, settings.port)
+        self.children: set[int] = set()
+        self.stopping = False
+        self.restarts = 0
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            code = 1
+            try:
+                code = _worker(self.sock, self.settings)
+            finally:
+                os._exit(code)
+        self.children.add(pid)
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        log.info(
+            "serving %s on %s:%d with %d workers",
+            self.settings.flow_dir,
+            self.settings.host,
+            self.settings.port,
+            self.settings.workers,
+        )
+        for _ in range(self.settings.workers):
+            self._spawn()
+        code = 0
+        while not self.stopping:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.2)
+                continue
+            self.children.discard(pid)
+            if self.stopping:
+                break
+            exit_code = os.waitstatus_to_exitcode(status)
+            if exit_code == EXIT_LOAD_FAILED:
+                log.error("a worker could not load the flow; stopping")
+                code = EXIT_LOAD_FAILED
+                break
+            self.restarts += 1
+            if self.restarts > MAX_RESTARTS:
+                log.error("workers died %d times; stopping", self.restarts)
+                code = 1
+                break
+            log.warning("worker %d exited (%d); starting a new one", pid, exit_code)
+            self._spawn()
+        self._shutdown()
+        return code
+
+    def _shutdown(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                self.children.discard(pid)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while self.children and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                time.sleep(0.1)
+            else:
+                self.children.discard(pid)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self.sock.close()
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        settings = load_settings()
+    except StartupError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    return Master(settings).run()

@@ -1,0 +1,64 @@
+"""Every command a pipeline or workflow runs is a make target or a `genaiops` command that exists."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ALLOWED = {"make", "genaiops", "set", "export"}
+
+
+def _all_scripts(pm: ModuleType, azure: dict[str, Any], github: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    out = [(f"azure:{n}", s) for n, e in azure.items() for s in pm.step_scripts(e.document)]
+    out += [(f"github:{n}", s) for n, w in github.items() for s in pm.step_scripts(w.get("jobs") or {})]
+    return out
+
+
+def test_scripts_only_call_make_or_the_cli(pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]) -> None:
+    scripts = _all_scripts(pm, azure_pipelines, github_workflows)
+    assert len(scripts) > 20
+    for where, script in scripts:
+        for command in pm.commands(script):
+            assert command.tool in ALLOWED, f"{where}: {command.line!r}: pipelines only call make / genaiops"
+
+
+def test_make_targets_and_variables_exist(pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]) -> None:
+    targets, makefile = pm.make_targets()
+    seen = set()
+    for where, script in _all_scripts(pm, azure_pipelines, github_workflows):
+        for command in pm.commands(script):
+            if command.tool != "make":
+                continue
+            names = [a for a in command.args if not a.startswith("-") and "=" not in a]
+            assert names, f"{where}: {command.line!r} names no target"
+            for target in names:
+                assert target in targets, f"{where}: make {target}: no such target in the Makefile"
+                seen.add(target)
+            for assignment in (a for a in command.args if "=" in a):
+                var = assignment.split("=", 1)[0]
+                assert re.search(rf"\$\({var}\)|^{var}\s*\?=", makefile, re.M), f"{where}: {var} is unused by make"
+    assert {"lint", "test", "synth", "scan", "plan", "apply", "build", "promote", "status", "rollback"} <= seen
+
+
+def test_cli_commands_exist_and_parse(
+    pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any], cli_parser: argparse.ArgumentParser
+) -> None:
+    calls = [(w, c) for w, s in _all_scripts(pm, azure_pipelines, github_workflows) for c in pm.commands(s) if c.tool == "genaiops"]
+    assert {c.args[0] for _, c in calls} >= {"experiment", "evaluate", "gate", "register", "deploy", "smoke", "flow-changed"}
+    for where, command in calls:
+        try:
+            cli_parser.parse_args(list(command.args))
+        except SystemExit as exc:  # argparse's way of saying "no such command or option"
+            pytest.fail(f"{where}: {command.line!r} is not a valid genaiops command line ({exc})")
+
+
+def test_the_check_catches_an_unknown_command(pm: ModuleType, cli_parser: argparse.ArgumentParser) -> None:
+    targets, _ = pm.make_targets()
+    assert "deploy-everything" not in targets
+    (command,) = pm.commands(".venv/bin/genaiops deploy-everything --flow $(FLOW)")
+    with pytest.raises(SystemExit):
+        cli_parser.parse_args(list(command.args))

@@ -1,0 +1,254 @@
+"""Flow images on the real local Docker engine and registry (the ``local_env`` fixture).
+
+One image of a tiny flow is built per session (with a canary secret in the environment during
+the build and the run), run as a real container (``--network host``, a free port), rebuilt
+after a prompt-only change, pushed, pulled by digest over the registry's HTTP API and promoted
+by digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from release.config import Connection
+from release.image import BuiltImage, ImageSpec, build_image, render_dockerfile
+from release.local_env.net import free_port
+from release.oci import Provenance, RegistryClient, copy_image, push_image, read_provenance, record_provenance
+from release.registry.hashing import content_hash
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+FIXTURE_FLOW = Path(__file__).parent / "fixtures" / "tiny_flow"
+CANARY = "canary-" + uuid.uuid4().hex  # never written anywhere by design
+KEY_ENV = "LOCAL_OPENAI_API_KEY"
+CONNECTION = Connection.model_validate(
+    {
+        "name": "local_openai",
+        "category": "OpenAI",
+        "target": "http://127.0.0.1:9/v1",
+        "secret": {"env": "LOCAL_MODEL_API_KEY"},
+    }
+)
+WAIT_S = 90
+
+
+@dataclass(frozen=True)
+class Built:
+    client: docker.DockerClient
+    registry: str
+    first: BuiltImage
+    second: BuiltImage  # after a prompt-only change
+    flow_dir: Path
+    context_dirs: tuple[Path, ...]
+
+
+def _spec(flow_dir: Path, repository: str, tag: str) -> ImageSpec:
+    return ImageSpec(
+        flow="tiny",
+        flow_dir=flow_dir,
+        repository=repository,
+        tag=tag,
+        base_image="genaiops/base-python:bookworm",
+        connections=(CONNECTION,),
+        version="3",
+        variant="answer=variant_1",
+    )
+
+
+@pytest.fixture(scope="module")
+def built(local_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    client = docker.DockerClient(base_url=local_env.docker_host, timeout=600)
+    work = tmp_path_factory.mktemp("image")
+    flow_dir = work / "tiny_flow"
+    shutil.copytree(FIXTURE_FLOW, flow_dir)
+    repository = f"genaiops-test/tiny-{uuid.uuid4().hex[:8]}"
+    saved = {k: os.environ.get(k) for k in (KEY_ENV, "LOCAL_MODEL_API_KEY")}
+    os.environ[KEY_ENV] = CANARY
+    os.environ["LOCAL_MODEL_API_KEY"] = CANARY
+    try:
+        first = build_image(client, _spec(flow_dir, repository, "v1"), work / "ctx1")
+        (flow_dir / "prompt.txt").write_text("Changed prompt: {text}\n")
+        second = build_image(client, _spec(flow_dir, repository, "v2"), work / "ctx2")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    yield Built(client, local_env.registry, first, second, flow_dir, (work / "ctx1", work / "ctx2"))
+    for image in (first, second):
+        # noprune keeps the parent layers as build cache for the next session
+        client.images.remove(image.reference, force=True, noprune=True)
+
+
+@pytest.fixture()
+def run_container(built: Built) -> Iterator[Any]:
+    started: list[Any] = []
+
+    def run(image: str, env: dict[str, str]) -> Any:
+        container = built.client.containers.run(
+            image, detach=True, network_mode="host", environment=env, name=f"genaiops-test-{uuid.uuid4().hex[:8]}"
+        )
+        started.append(container)
+        return container
+
+    yield run
+    for container in started:
+        container.remove(force=True)
+
+
+def _wait_healthy(port: int, container: Any) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        container.reload()
+        if container.status == "exited":
+            break
+        time.sleep(0.3)
+    raise AssertionError(f"container not healthy: {container.logs(tail=30).decode(errors='replace')}")
+
+
+def test_image_serves_score_and_health_as_non_root(built: Built, run_container: Any) -> None:
+    port = free_port()
+    container = run_container(built.first.reference, {"PORT": str(port), "HOST": "127.0.0.1", KEY_ENV: CANARY})
+    _wait_healthy(port, container)
+
+    ok = requests.post(f"http://127.0.0.1:{port}/score", json={"text": "hello"}, timeout=30)
+    assert ok.status_code == 200
+    assert ok.json() == {
+        "answer": "Echo: hello",
+        # the key came from the environment at start-up (shown only as a fingerprint)
+        "key_fingerprint": hashlib.sha256(CANARY.encode()).hexdigest()[:12],
+    }
+    missing = requests.post(f"http://127.0.0.1:{port}/score", json={"wrong": 1}, timeout=30)
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "InvalidInput"
+    failed = requests.post(f"http://127.0.0.1:{port}/score", json={"text": "fail"}, timeout=30)
+    assert failed.status_code == 500 and failed.json()["error"]["code"] == "FlowRunFailed"
+    not_json = requests.post(f"http://127.0.0.1:{port}/score", data=b"{not json", timeout=30)
+    assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "InvalidJson"
+
+    assert built.client.images.get(built.first.reference).attrs["Config"]["User"] == "10001"
+    assert container.exec_run("id -u").output.decode().strip() == "10001"
+    # several worker processes serve the flow
+    workers = container.exec_run("sh -c 'ls /proc | grep -c ^[0-9]'").output.decode().strip()
+    assert int(workers) >= 3  # master + at least two workers (+ the exec itself)
+
+
+def test_container_without_the_connection_key_exits_with_a_clear_error(
+    built: Built, run_container: Any
+) -> None:
+    container = run_container(built.first.reference, {"PORT": str(free_port()), "HOST": "127.0.0.1"})
+    result = container.wait(timeout=WAIT_S)
+    assert result["StatusCode"] != 0
+    assert KEY_ENV in container.logs().decode(errors="replace")
+
+
+def test_labels_record_git_sha_flow_hash_version_variant(built: Built) -> None:
+    labels = built.client.images.get(built.first.reference).labels
+    assert len(labels["org.opencontainers.image.revision"]) in (40, 7) or labels[
+        "org.opencontainers.image.revision"
+    ] == "unknown"
+    assert labels["ai.genaiops.flow"] == "tiny"
+    assert labels["ai.genaiops.flow-hash"] == content_hash(FIXTURE_FLOW)
+    assert labels["ai.genaiops.version"] == "3"
+    assert labels["ai.genaiops.variant"] == "answer=variant_1"
+    assert labels["ai.genaiops.connection-env"] == KEY_ENV
+    # the second build reflects the changed flow content
+    second = built.client.images.get(built.second.reference).labels
+    assert second["ai.genaiops.flow-hash"] == content_hash(built.flow_dir) != labels["ai.genaiops.flow-hash"]
+
+
+def test_prompt_only_change_rebuilds_only_the_flow_layer(built: Built) -> None:
+    first, second = built.first.layers, built.second.layers
+    assert len(first) == len(second) >= 3
+    assert first[:-1] == second[:-1]
+    assert first[-1] != second[-1]
+    # the changed layer is the flow copy, the last instruction that touches files
+    history = [h for h in built.client.images.get(built.second.reference).history() if h.get("Size", 0) > 0]
+    assert "flow/" in history[0]["CreatedBy"]
+    assert "Using cache" in built.second.log
+
+
+def test_canary_secret_is_in_no_layer_history_log_or_context(built: Built) -> None:
+    needle = CANARY.encode()
+    for ref in (built.first.reference, built.second.reference):
+        image = built.client.images.get(ref)
+        tail = b""
+        size = 0
+        for chunk in image.save(chunk_size=1 << 20):  # every layer tar, config and manifest
+            window = tail + chunk
+            assert needle not in window, f"canary found in the saved image {ref}"
+            tail = window[-len(needle) :]
+            size += len(chunk)
+        assert size > 10_000_000  # really the image, with its layers
+        assert CANARY not in json.dumps(image.history())
+        assert CANARY not in json.dumps(image.attrs)
+    for log in (built.first.log, built.second.log):
+        assert CANARY not in log and "Successfully built" in log
+    for folder in built.context_dirs:
+        for file in folder.rglob("*"):
+            if file.is_file() and file.suffix != ".whl":
+                assert needle not in file.read_bytes(), file
+    settings = json.loads((built.context_dirs[0] / "app" / "settings.json").read_text())
+    assert settings == {KEY_ENV: ""}
+
+
+def test_push_pull_by_digest_and_promote_the_same_digest(built: Built, tmp_path: Path) -> None:
+    repo = f"dev/tiny-{uuid.uuid4().hex[:8]}"
+    pushed = push_image(built.client, built.first.reference, built.registry, repo, "v1")
+    assert pushed.digest.startswith("sha256:")
+    assert pushed.reference == f"{built.registry}/{repo}@{pushed.digest}"
+
+    manifest = requests.get(
+        f"http://{built.registry}/v2/{repo}/manifests/{pushed.digest}",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=30,
+    )
+    assert manifest.status_code == 200
+    assert "sha256:" + hashlib.sha256(manifest.content).hexdigest() == pushed.digest
+    layers = manifest.json()["layers"]
+    assert len(layers) == len(built.first.layers)
+
+    registry = RegistryClient(built.registry)
+    prod_repo = repo.replace("dev/", "prod/")
+    copied = copy_image(registry, repo, pushed.digest, registry, prod_repo, "v1")
+    assert copied == pushed.digest
+    assert registry.get_manifest(prod_repo, "v1").data == manifest.content
+    log = record_provenance(
+        tmp_path / "provenance.jsonl",
+        Provenance(
+            flow="tiny",
+            digest=copied,
+            source=pushed.reference,
+            destination=f"{built.registry}/{prod_repo}@{copied}",
+            source_env="dev",
+            destination_env="prod",
+        ),
+    )
+    assert read_provenance(log)[0]["source"] == pushed.reference
+
+
+def test_dockerfile_orders_layers_and_takes_the_base_image() -> None:
+    text = render_dockerfile("example.org/python:3.11", {"ai.genaiops.flow": "x"})
+    assert "ARG BASE_IMAGE=example.org/python:3.11" in text
+    order = [text.index(s) for s in ("requirements.txt", "COPY --from=deps", "COPY app/", "COPY flow/", "USER ")]
+    assert order == sorted(order)
+    assert text.rstrip().endswith('"ai.genaiops.flow"="x"')
+    assert "ARG " not in text.replace("ARG BASE_IMAGE", "")  # no build arg could carry a secret

@@ -1,0 +1,226 @@
+"""Blue/green and canary releases on the real local environment (Docker engine, nginx router).
+
+Every test uses its own flow name, so tests never see each other's deployments or routes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import requests
+
+from release.config import ReleaseStrategy
+from release.errors import CheckFailed, UserError
+from release.release_state import ReleaseStore
+from release.strategies import Rollout, RolloutFailed, new_deployment_name, roll_back, shift_map
+from release.targets.base import DeploymentSpec
+from release.targets.local import LocalTarget
+
+pytestmark = [pytest.mark.docker]
+
+
+def load_stubs() -> ModuleType:
+    path = Path(__file__).parent / "fixtures" / "stub_server" / "stubs.py"
+    spec = importlib.util.spec_from_file_location("release_test_stubs", path)
+    assert spec and spec.loader
+    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+stubs = load_stubs()
+
+
+@pytest.fixture(scope="module")
+def images(local_env: Any) -> dict[str, str]:
+    return stubs.build_stub_images(local_env.docker_host)
+
+
+@pytest.fixture
+def target(local_env: Any) -> Iterator[LocalTarget]:
+    flow = f"st_{secrets.token_hex(3)}"
+    target = LocalTarget(flow, docker_host=local_env.docker_host, router=local_env.router, scope="test")
+    yield target
+    local_env.router.set_routes(flow, {})
+    for info in target.list_deployments():
+        target.delete(info.name)
+
+
+def settings(**overrides: Any) -> ReleaseStrategy:
+    base: dict[str, Any] = {
+        "strategy": "bluegreen",
+        "steps": [100],
+        "step_wait_seconds": 1,
+        "smoke_tests": stubs.SMOKE,
+        "readiness_timeout_seconds": 30,
+        "max_error_rate": 0.02,
+        "max_p99_latency_ms": 3000,
+    }
+    return ReleaseStrategy(**{**base, **overrides})
+
+
+def release(target: LocalTarget, store: ReleaseStore, image: str, version: str, **overrides: Any) -> Any:
+    spec = DeploymentSpec(
+        flow=target.flow, name=new_deployment_name(target.flow), image=image, env={"STUB_VERSION": version}
+    )
+    return Rollout(target, settings(**overrides), store, drain_s=0.5).run(spec)
+
+
+@pytest.fixture
+def store(target: LocalTarget, tmp_path: Path) -> ReleaseStore:
+    return ReleaseStore(target.flow, "test", tmp_path)
+
+
+def test_shift_map_shares_the_rest_in_proportion() -> None:
+    assert shift_map({}, "new", 10) == {"new": 100}
+    assert shift_map({"a": 100}, "new", 10) == {"a": 90, "new": 10}
+    assert shift_map({"a": 50, "b": 50}, "new", 25) == {"a": 38, "b": 37, "new": 25}
+    assert shift_map({"a": 70, "b": 30}, "new", 100) == {"a": 0, "b": 0, "new": 100}
+    name = new_deployment_name("web_classification")
+    assert name.startswith("wc-r") and len(name) <= 32 and name != new_deployment_name("web_classification")
+
+
+def test_bluegreen_switch_under_load_loses_no_request(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+) -> None:
+    first = release(target, store, images["good"], "v1")
+    assert first.status == "live" and target.get_traffic() == {first.deployment: 100}
+
+    load = stubs.Load(target.scoring_url(), max_requests=5000).start()
+    load.wait_for(20)
+    second = release(target, store, images["good"], "v2")
+    after_switch = len(load.results)
+    load.wait_for(after_switch + 30)
+    load.stop()
+
+    assert load.results and not load.failed, f"{len(load.failed)} of {len(load.results)} requests failed"
+    versions = [version for _, _, version in load.results]
+    assert versions[0] == "v1" and versions[-1] == "v2"
+    assert target.get_traffic() == {first.deployment: 0, second.deployment: 100}
+    # the old deployment stays for the rollback window
+    assert {d.name for d in target.list_deployments()} == {first.deployment, second.deployment}
+    records = store.load()
+    assert [r.status for r in records.history] == ["replaced", "live"] and records.active is None
+
+    # a third release removes the one beyond the window, keeps the one it replaces
+    third = release(target, store, images["good"], "v3")
+    assert {d.name for d in target.list_deployments()} == {second.deployment, third.deployment}
+    assert first.deployment in third.removed
+
+    # rollback: traffic back on the previous release (smoke tested first)
+    back = roll_back(target, settings(), store)
+    assert back.deployment == second.deployment
+    assert target.get_traffic() == {second.deployment: 100, third.deployment: 0}
+    assert store.load().live().deployment == second.deployment  # type: ignore[union-attr]
+
+
+def test_canary_broken_under_real_traffic_rolls_back_by_itself(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+) -> None:
+    good = release(target, store, images["good"], "v1")
+    load = stubs.Load(target.scoring_url(), max_requests=5000).start()
+    load.wait_for(10)
+    with pytest.raises(RolloutFailed, match="error rate") as failure:
+        release(
+            target,
+            store,
+            images["broken_under_load"],
+            "v2",
+            strategy="ab",
+            steps=[10, 50, 100],
+            step_wait_seconds=20,
+        )
+    result = failure.value.result
+    assert result.status == "rolled_back" and result.failed_check_at and result.rolled_back_at
+    assert target.get_traffic() == {good.deployment: 100}  # canary removed after draining
+    assert [d.name for d in target.list_deployments()] == [good.deployment]
+
+    rolled_back_at = result.rolled_back_at
+    load.wait_for(len(load.results) + 50)
+    load.stop()
+    failed_before = [r for r in load.failed if r[0] <= rolled_back_at]
+    assert failed_before, "the canary must have received real traffic before the rollback"
+    # after the rollback (and the router's reload) no request fails
+    assert not [r for r in load.failed if r[0] > rolled_back_at + 1.0]
+    after = [r for r in load.results if r[0] > rolled_back_at + 1.0]
+    assert len(after) >= 30 and {version for _, _, version in after} == {"v1"}
+    assert store.load().history[-1].status == "rolled_back"
+
+
+def test_new_deployment_failing_its_smoke_test_never_gets_traffic(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+) -> None:
+    good = release(target, store, images["good"], "v1")
+    with pytest.raises(CheckFailed, match="smoke test"):
+        release(target, store, images["broken"], "v2")
+    assert target.get_traffic() == {good.deployment: 100}
+    assert [d.name for d in target.list_deployments()] == [good.deployment]
+    assert store.load().history[-1].status == "failed"
+
+
+def test_interrupted_canary_is_cleaned_up_by_the_next_run(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+) -> None:
+    good = release(target, store, images["good"], "v1")
+
+    def interrupt(phase: str) -> None:
+        if phase == "shifting:1":  # the canary holds 10 %, the step to 50 % was recorded
+            raise KeyboardInterrupt
+
+    spec = DeploymentSpec(flow=target.flow, name=new_deployment_name(target.flow), image=images["good"])
+    rollout = Rollout(
+        target, settings(strategy="ab", steps=[10, 50, 100]), store, on_phase=interrupt, drain_s=0.2
+    )
+    with pytest.raises(KeyboardInterrupt):
+        rollout.run(spec)
+    assert target.get_traffic() == {good.deployment: 90, spec.name: 10}
+    assert store.load().active is not None
+
+    done = Rollout(target, settings(), store, drain_s=0.2).recover()
+    assert done and "cleaned up" in done
+    assert target.get_traffic() == {good.deployment: 100}
+    assert [d.name for d in target.list_deployments()] == [good.deployment]
+    records = store.load()
+    assert records.active is None and records.history[-1].status == "abandoned"
+
+
+def test_interrupted_after_the_switch_is_continued(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+) -> None:
+    good = release(target, store, images["good"], "v1")
+
+    def interrupt(phase: str) -> None:
+        if phase == "finalizing":
+            raise KeyboardInterrupt
+
+    spec = DeploymentSpec(flow=target.flow, name=new_deployment_name(target.flow), image=images["good"])
+    with pytest.raises(KeyboardInterrupt):
+        Rollout(target, settings(), store, on_phase=interrupt).run(spec)
+    newer = release(target, store, images["good"], "v3")  # the next run continues, then releases
+    history = store.load().history
+    assert [(r.deployment, r.status) for r in history[-3:]] == [
+        (good.deployment, "replaced"),
+        (spec.name, "replaced"),
+        (newer.deployment, "live"),
+    ]
+    assert target.get_traffic() == {spec.name: 0, newer.deployment: 100}
+
+
+def test_invalid_current_traffic_and_duplicate_names_touch_nothing(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+) -> None:
+    good = release(target, store, images["good"], "v1")
+    spec = DeploymentSpec(flow=target.flow, name=good.deployment, image=images["good"])
+    with pytest.raises(UserError, match="unique per release"):
+        Rollout(target, settings(), store).run(spec)
+    assert target.get_traffic() == {good.deployment: 100}
+    assert requests.post(target.scoring_url(), json={}, timeout=10).status_code == 200
