@@ -83,6 +83,9 @@ experiment: install ## run a flow's experiment (FLOW=x ENV=x)
 evaluate: install ## evaluate the experiment's runs and apply the gate (FLOW=x ENV=x)
 	$(GENAIOPS) evaluate --flow $(FLOW) $(env_or_local)
 
+gate: install ## apply the quality gate to the latest evaluation again (FLOW=x ENV=x)
+	$(GENAIOPS) gate --flow $(FLOW) $(env_or_local)
+
 build: install ## build the flow image (FLOW=x ENV=x)
 	$(GENAIOPS) build --flow $(FLOW) $(env_or_local)
 

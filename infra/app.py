@@ -11,7 +11,6 @@ from infra.validate import check
 from release.config import REPO_ROOT, EnvironmentConfig
 
 OUT_DIR = REPO_ROOT / "cdktf.out"
-os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 
 def out_dir() -> Path:

@@ -143,6 +143,8 @@ class WorkspaceSettings(Strict):
     require_aad_auth: bool = True
     # infra (issue 4): Log Analytics retention for the workspace's logs and App Insights
     log_retention_days: Annotated[int, Field(ge=30, le=730)] = 90
+    # release (issue 5): the compute cluster that runs experiments with --run-in workspace
+    batch_compute: str = "cpu-cluster"
 
 
 class Identities(Strict):

@@ -10,6 +10,7 @@ category, target and the *names* of the environment variables that carry their k
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -46,7 +47,9 @@ LABEL_PREFIX = "ai.genaiops"
 SERVING_FILES = (
     "release/__init__.py",
     "release/errors.py",
-    "release/engine/invoke.py",
+    "release/engine/__init__.py",
+    "release/engine/base.py",
+    "release/engine/promptflow.py",
     "release/serving/__init__.py",
     "release/serving/__main__.py",
     "release/serving/settings.py",
@@ -68,6 +71,7 @@ class ImageSpec:
     connections: tuple[Connection, ...] = ()
     version: str | None = None  # the registered flow version
     variant: str | None = None  # the chosen variant id
+    variant_config: dict[str, Any] = field(default_factory=dict)  # {"variants": {...}, "params": {...}}
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -114,10 +118,17 @@ def used_connections(flow_dir: Path, connections: Iterable[Connection]) -> list[
     return [c for c in connections if c.name in text]
 
 
-def serving_manifest(connections: Iterable[Connection]) -> dict[str, Any]:
-    """The non-secret description of the connections the server resolves at start-up."""
+def serving_manifest(
+    connections: Iterable[Connection], variant: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What the server needs at start-up: the flow, the chosen variant, and per connection the
+    non-secret settings and the *names* of the variables carrying its key."""
     return {
         "flow_dir": "/app/flow",
+        "variant": {
+            "variants": dict((variant or {}).get("variants") or {}),
+            "params": dict((variant or {}).get("params") or {}),
+        },
         "connections": [
             {
                 "name": c.name,
@@ -154,15 +165,38 @@ def _cache_root() -> Path:
     return Path(root)
 
 
-def wheel_cache(requirements: Path = REQUIREMENTS, lock: Path = LOCK_FILE) -> Path:
+def image_requirements(flow_dir: Path) -> str:
+    """Our pinned serving requirements plus the flow's own ``requirements.txt`` (if any)."""
+    text = REQUIREMENTS.read_text(encoding="utf-8")
+    own = flow_dir / "requirements.txt"
+    if own.is_file():
+        text += f"# from {flow_dir.name}/requirements.txt\n" + own.read_text(encoding="utf-8")
+    return text
+
+
+def wheel_cache(requirements_text: str, lock: Path = LOCK_FILE) -> Path:
     """A folder with every wheel the image needs, made once per requirements+lock content."""
-    key = hashlib.sha256(requirements.read_bytes() + b"\0" + lock.read_bytes()).hexdigest()[:16]
+    key = hashlib.sha256(requirements_text.encode() + b"\0" + lock.read_bytes()).hexdigest()[:16]
     target = _cache_root() / "wheels" / key
     if (target / ".complete").is_file():
         return target
-    partial = target.with_name(target.name + ".partial")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with (target.parent / f"{key}.lock").open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # one preparation at a time; the others then reuse it
+        try:
+            if not (target / ".complete").is_file():
+                _prepare_wheels(requirements_text, lock, target, key)
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+    return target
+
+
+def _prepare_wheels(requirements_text: str, lock: Path, target: Path, key: str) -> None:
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
+    requirements = partial / ".requirements.txt"
+    requirements.write_text(requirements_text, encoding="utf-8")
     cmd = [
         sys.executable,
         "-m",
@@ -181,18 +215,19 @@ def wheel_cache(requirements: Path = REQUIREMENTS, lock: Path = LOCK_FILE) -> Pa
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=WHEEL_TIMEOUT_S)
     except subprocess.TimeoutExpired:
+        shutil.rmtree(partial, ignore_errors=True)
         raise ImageError(
             f"pip wheel for the image took over {WHEEL_TIMEOUT_S} s; check the package index"
         ) from None
     if proc.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
         raise ImageError(
-            f"pip wheel -r {requirements} -c {lock} failed: {proc.stderr.strip()[-1500:]}; "
+            f"pip wheel -r {requirements.name} -c {lock} failed: {proc.stderr.strip()[-1500:]}; "
             "check that the package index is reachable and the pins exist"
         )
     (partial / ".complete").write_text(key)
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
-    return target
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -235,14 +270,15 @@ def stage_context(
     shutil.rmtree(build_dir, ignore_errors=True)
     build_dir.mkdir(parents=True)
     (build_dir / "Dockerfile").write_text(render_dockerfile(spec.base_image, labels))
-    shutil.copy2(REQUIREMENTS, build_dir / "requirements.txt")
+    (build_dir / "requirements.txt").write_text(image_requirements(spec.flow_dir), encoding="utf-8")
     _link_tree(wheels, build_dir / "wheels")
     app = build_dir / "app"
     for rel in SERVING_FILES:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / rel, app / rel)
-    (app / "release/engine/__init__.py").write_text('"""Flow-engine adapter (serving subset)."""\n')
-    (app / "serving.json").write_text(json.dumps(serving_manifest(spec.connections), indent=2) + "\n")
+    (app / "serving.json").write_text(
+        json.dumps(serving_manifest(spec.connections, spec.variant_config), indent=2) + "\n"
+    )
     (app / "settings.json").write_text(json.dumps(settings_json(spec.connections), indent=2) + "\n")
     _copy_flow(spec.flow_dir, build_dir / "flow")
     for sub in ("app", "flow"):
@@ -275,11 +311,12 @@ def build_image(
     *,
     labels: dict[str, str] | None = None,
     timeout_s: float = BUILD_TIMEOUT_S,
+    nocache: bool = False,
 ) -> BuiltImage:
     """Build ``spec`` with the docker SDK (``--network host``) and return the built image."""
     started = time.monotonic()
     ensure_base_image(client, spec.base_image)
-    wheels = wheel_cache()
+    wheels = wheel_cache(image_requirements(spec.flow_dir))
     final_labels = labels if labels is not None else image_labels(spec)
     stage_context(spec, build_dir, wheels, final_labels)
     lines: list[str] = []
@@ -291,6 +328,7 @@ def build_image(
             network_mode="host",
             rm=True,
             forcerm=True,
+            nocache=nocache,
             decode=True,
             buildargs={"BASE_IMAGE": spec.base_image},
             timeout=int(timeout_s),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -205,6 +206,8 @@ class ReleaseJob:
         self.progress(f"[{self._index}/{len(self.STEPS)}] {name} done in {timing.seconds:.1f} s{extra}")
 
     def run(self) -> Path:
+        # one line per model call would drown the progress lines
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         try:
             self._run()
             self.report.status = "released"

@@ -70,6 +70,7 @@ class RolloutResult:
     traffic: dict[str, int]
     started_at: float
     live_at: float | None = None
+    full_traffic_at: float | None = None  # when the new deployment first held 100 %
     failed_check_at: float | None = None
     rolled_back_at: float | None = None
     removed: list[str] = field(default_factory=list)
@@ -170,10 +171,18 @@ class Rollout:
             state.active.step = index
             self._phase(state, "shifting")
             step_started = now()
-            target.set_traffic(traffic)
-            result.traffic = dict(traffic)
-            self.progress(f"  traffic {_fmt(traffic)}")
-            problem = self._watch(spec.name, step_started, is_last=index == len(plan) - 1, result=result)
+            try:
+                target.set_traffic(traffic)
+                result.traffic = dict(traffic)
+                if traffic.get(spec.name) == 100:
+                    result.full_traffic_at = now()
+                self.progress(f"  traffic {_fmt(traffic)}")
+                problem = self._watch(spec.name, step_started, is_last=index == len(plan) - 1, result=result)
+            except Exception as exc:  # an error mid-shift (router, metrics, API): go back, then report it
+                result.failed_check_at = result.failed_check_at or now()
+                if previous:
+                    self._roll_back(state, spec.name, previous, result, f"error during the shift: {exc}")
+                raise
             if problem is not None:
                 self._roll_back(state, spec.name, previous, result, problem)
                 where = _fmt(previous) if previous else "the new deployment (there is no earlier one)"

@@ -42,7 +42,7 @@ from release.config import REPO_ROOT, LocalPorts, LocalSettings
 from release.errors import UserError
 from release.local_env.environment import LocalEnvironment
 from release.local_env.net import free_port
-from release.local_env.procs import is_alive
+from release.local_env.procs import is_alive, start_ticks
 from release.local_env.router import Router
 
 
@@ -93,7 +93,8 @@ def _live_leases(lease_dir: Path) -> list[Path]:
     lease_dir.mkdir(parents=True, exist_ok=True)
     live = []
     for lease in lease_dir.iterdir():
-        if lease.name.isdigit() and is_alive(int(lease.name)):
+        pid = int(lease.name) if lease.name.isdigit() else 0
+        if pid and is_alive(pid) and lease.read_text().strip() == str(start_ticks(pid)):
             live.append(lease)
         else:
             lease.unlink(missing_ok=True)
@@ -129,7 +130,7 @@ def local_env() -> Iterator[LocalEnvHandle]:
             env.up()
             saved.write_text(settings.model_dump_json())
         assert settings is not None
-        (lease_dir / str(os.getpid())).touch()
+        (lease_dir / str(os.getpid())).write_text(str(start_ticks(os.getpid())))
     docker_host = env.docker_host()
     assert docker_host is not None
     try:

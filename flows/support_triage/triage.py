@@ -3,7 +3,6 @@
 The connection may be an OpenAI or an Azure OpenAI connection (chosen per environment).
 """
 
-
 import json
 from typing import Any
 
@@ -80,7 +79,7 @@ class Triage:
         }
 
 
-def _client(connection: Any) -> Any:  # noqa: ANN401
+def _client(connection: Any) -> Any:
     from openai import AzureOpenAI, OpenAI
 
     if isinstance(connection, AzureOpenAIConnection):

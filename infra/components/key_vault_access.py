@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from cdktf_cdktf_provider_azurerm.key_vault_access_policy import KeyVaultAccessPolicyA
+from cdktf_cdktf_provider_azurerm.role_assignment import RoleAssignment
 from constructs import Construct
 
 from infra.components.access import Principal, grant
@@ -33,8 +34,8 @@ class KeyVaultAccess(Construct):
         writers: Sequence[Principal] = (),
     ) -> None:
         super().__init__(scope, id)
-        self.role_assignments = []
-        self.access_policies = []
+        self.role_assignments: list[RoleAssignment] = []
+        self.access_policies: list[KeyVaultAccessPolicyA] = []
         for principal, rbac_role, permissions in [
             *((p, "Key Vault Secrets User", READ) for p in readers),
             *((p, "Key Vault Secrets Officer", WRITE) for p in writers),

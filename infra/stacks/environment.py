@@ -23,154 +23,169 @@ from release.config import AppServiceTarget, EnvironmentConfig, KubernetesTarget
 
 
 class EnvironmentStack(cdktf.TerraformStack):
-    """Attributes: ``workspace``, ``endpoints``, ``web_apps``, ``access``, ``key_vault_access``."""
+    """The stack ``<env>``. Attributes: ``workspace``, ``connections``, ``endpoints``,
+    ``web_apps``, ``computes``, ``access``, ``key_vault_access``, ``config``."""
 
     def __init__(self, scope: Construct, cfg: EnvironmentConfig) -> None:
         check(cfg)
         assert cfg.azure is not None and cfg.state is not None and cfg.identities is not None
         super().__init__(scope, cfg.environment)
         self.config = cfg
-        azure = cfg.azure
-        tags = dict(azure.tags)
+        self.tags = dict(cfg.azure.tags)
+        self.azapi = self._providers_and_backend()
+        self.workspace = Workspace(self, "workspace", cfg)
+        self.connections = Connections(
+            self,
+            "connections",
+            provider=self.azapi,
+            workspace_id=self.workspace.workspace_id,
+            key_vault_id=self.workspace.key_vault.id,
+            connections=cfg.connections,
+        )
+        self.endpoints: dict[str, OnlineEndpoint] = {}
+        self.web_apps: dict[str, WebApp] = {}
+        self.computes: dict[str, KubernetesCompute] = {}
+        self.runtime: list[Principal] = []  # identities that run flows
+        self.flows_output: dict[str, Any] = {}
+        for flow in cfg.flows:
+            self._deployment(flow)
+        self._grants()
+        self._outputs()
 
+    def _providers_and_backend(self) -> AzapiProvider:
+        cfg = self.config
+        assert cfg.azure is not None and cfg.state is not None
         AzurermProvider(
             self,
             "azurerm",
             features=[
                 {
                     "key_vault": [
-                        {
-                            "purge_soft_delete_on_destroy": False,
-                            "recover_soft_deleted_key_vaults": True,
-                        }
+                        {"purge_soft_delete_on_destroy": False, "recover_soft_deleted_key_vaults": True}
                     ],
                     "resource_group": [{"prevent_deletion_if_contains_resources": True}],
                 }
             ],
-            subscription_id=azure.subscription_id,
-            tenant_id=azure.tenant_id,
+            subscription_id=cfg.azure.subscription_id,
+            tenant_id=cfg.azure.tenant_id,
             storage_use_azuread=True,
         )
-        azapi = AzapiProvider(self, "azapi")
-        state = cfg.state
         cdktf.AzurermBackend(
             self,
-            resource_group_name=state.resource_group,
-            storage_account_name=state.storage_account,
-            container_name=state.container,
-            key=state.key,
-            use_azuread_auth=state.use_azuread_auth,
-            subscription_id=azure.subscription_id,
-            tenant_id=azure.tenant_id,
+            resource_group_name=cfg.state.resource_group,
+            storage_account_name=cfg.state.storage_account,
+            container_name=cfg.state.container,
+            key=cfg.state.key,
+            use_azuread_auth=cfg.state.use_azuread_auth,
+            subscription_id=cfg.azure.subscription_id,
+            tenant_id=cfg.azure.tenant_id,
         )
+        return AzapiProvider(self, "azapi")
 
-        self.workspace = ws = Workspace(self, "workspace", cfg)
-        self.connections = Connections(
-            self,
-            "connections",
-            provider=azapi,
-            workspace_id=ws.workspace_id,
-            key_vault_id=ws.key_vault.id,
-            connections=cfg.connections,
-        )
+    def _deployment(self, flow: str) -> None:
+        cfg, ws = self.config, self.workspace
+        deployment = cfg.flows[flow].deployment
+        label = flow.replace("-", "_")
+        name = cfg.endpoint_name(flow)
+        if isinstance(deployment, (ManagedTarget, KubernetesTarget)):
+            compute_id = None
+            if isinstance(deployment, KubernetesTarget):
+                compute_id = self._kubernetes_compute(deployment).compute_id
+            endpoint = OnlineEndpoint(
+                self,
+                f"endpoint_{label}",
+                provider=self.azapi,
+                name=name,
+                workspace_id=ws.workspace_id,
+                location=ws.location,
+                auth_mode=deployment.auth_mode,
+                require_aad=cfg.workspace.require_aad_auth,
+                public_network_access=(
+                    deployment.public_network_access if isinstance(deployment, ManagedTarget) else None
+                ),
+                compute_id=compute_id,
+                description=f"prompt flow {flow} ({cfg.environment})",
+                tags=self.tags,
+            )
+            self.endpoints[flow] = endpoint
+            self.runtime.append(Principal(f"ep_{label}", endpoint.principal_id, managed_identity=True))
+            self.flows_output[flow] = {
+                "target": deployment.target,
+                "endpoint_name": name,
+                "endpoint_id": endpoint.resource.resource_id,
+                "principal_id": endpoint.principal_id,
+            }
+        elif isinstance(deployment, AppServiceTarget):
+            app = WebApp(
+                self,
+                f"webapp_{label}",
+                target=deployment,
+                app_name=name,
+                plan_name=naming.service_plan(cfg, flow),
+                resource_group_name=ws.resource_group_name,
+                location=ws.location,
+                registry_login_server=ws.registry.login_server,
+                tags=self.tags,
+            )
+            self.web_apps[flow] = app
+            self.runtime.append(Principal(f"app_{label}", app.principal_id, managed_identity=True))
+            self.runtime.append(Principal(f"slot_{label}", app.slot_principal_id, managed_identity=True))
+            self.flows_output[flow] = {
+                "target": deployment.target,
+                "web_app_name": app.app_name,
+                "slot_name": app.slot_name,
+                "principal_id": app.principal_id,
+                "slot_principal_id": app.slot_principal_id,
+            }
 
-        self.endpoints: dict[str, OnlineEndpoint] = {}
-        self.web_apps: dict[str, WebApp] = {}
-        self.computes: dict[str, KubernetesCompute] = {}
-        runtime: list[Principal] = []
-        web_app_scopes: list[tuple[str, str]] = []
-        flows_output: dict[str, Any] = {}
-        for flow, settings in cfg.flows.items():
-            deployment = settings.deployment
-            label = flow.replace("-", "_")
-            name = cfg.endpoint_name(flow)
-            if isinstance(deployment, (ManagedTarget, KubernetesTarget)):
-                compute_id = None
-                if isinstance(deployment, KubernetesTarget):
-                    key = f"{deployment.compute_name}"
-                    if key not in self.computes:
-                        self.computes[key] = KubernetesCompute(
-                            self,
-                            f"kubernetes_{re.sub(r'[^a-z0-9]', '_', key.lower())}",
-                            provider=azapi,
-                            target=deployment,
-                            workspace_id=ws.workspace_id,
-                            location=azure.location,
-                            tags=tags,
-                        )
-                    compute_id = self.computes[key].compute_id
-                endpoint = OnlineEndpoint(
-                    self,
-                    f"endpoint_{label}",
-                    provider=azapi,
-                    name=name,
-                    workspace_id=ws.workspace_id,
-                    location=azure.location,
-                    auth_mode=deployment.auth_mode,
-                    require_aad=cfg.workspace.require_aad_auth,
-                    public_network_access=(
-                        deployment.public_network_access if isinstance(deployment, ManagedTarget) else None
-                    ),
-                    compute_id=compute_id,
-                    description=f"prompt flow {flow} ({cfg.environment})",
-                    tags=tags,
-                )
-                self.endpoints[flow] = endpoint
-                runtime.append(Principal(f"ep_{label}", endpoint.principal_id, managed_identity=True))
-                flows_output[flow] = {
-                    "target": deployment.target,
-                    "endpoint_name": name,
-                    "endpoint_id": endpoint.resource.resource_id,
-                    "principal_id": endpoint.principal_id,
-                }
-            elif isinstance(deployment, AppServiceTarget):
-                app = WebApp(
-                    self,
-                    f"webapp_{label}",
-                    target=deployment,
-                    app_name=name,
-                    plan_name=naming.service_plan(cfg, flow),
-                    resource_group_name=ws.resource_group_name,
-                    location=azure.location,
-                    registry_login_server=ws.registry.login_server,
-                    tags=tags,
-                )
-                self.web_apps[flow] = app
-                runtime.append(Principal(f"app_{label}", app.principal_id, managed_identity=True))
-                runtime.append(Principal(f"slot_{label}", app.slot_principal_id, managed_identity=True))
-                web_app_scopes += [(f"app_{label}", app.app_id), (f"slot_{label}", app.slot_id)]
-                flows_output[flow] = {
-                    "target": deployment.target,
-                    "web_app_name": app.app_name,
-                    "slot_name": app.slot_name,
-                    "principal_id": app.principal_id,
-                    "slot_principal_id": app.slot_principal_id,
-                }
+    def _kubernetes_compute(self, target: KubernetesTarget) -> KubernetesCompute:
+        """One attach per compute name, shared by every flow deployed to it."""
+        if target.compute_name not in self.computes:
+            self.computes[target.compute_name] = KubernetesCompute(
+                self,
+                f"kubernetes_{re.sub(r'[^a-z0-9]', '_', target.compute_name.lower())}",
+                provider=self.azapi,
+                target=target,
+                workspace_id=self.workspace.workspace_id,
+                location=self.workspace.location,
+                tags=self.tags,
+            )
+        return self.computes[target.compute_name]
 
+    def _grants(self) -> None:
+        cfg, ws = self.config, self.workspace
+        assert cfg.azure is not None and cfg.identities is not None
         ids = cfg.identities
         deployer = Principal("deployer", ids.deployer_object_id, ids.deployer_principal_type)
-        readers = [Principal(f"reader_{i}", oid, "Group") for i, oid in enumerate(ids.readers)]
+        web_apps = [
+            (f"{kind}_{flow.replace('-', '_')}", resource_id)
+            for flow, app in self.web_apps.items()
+            for kind, resource_id in (("app", app.app_id), ("slot", app.slot_id))
+        ]
         self.access = Access(
             self,
             "access",
-            subscription_id=azure.subscription_id,
+            subscription_id=cfg.azure.subscription_id,
             scopes=Scopes(workspace_id=ws.workspace_id, registry_id=ws.registry.id, storage_id=ws.storage.id),
             deployer=deployer,
-            runtime=runtime,
-            readers=readers,
-            web_apps=web_app_scopes,
+            runtime=self.runtime,
+            readers=[Principal(f"reader_{i}", oid, "Group") for i, oid in enumerate(ids.readers)],
+            web_apps=web_apps,
         )
         self.key_vault_access = KeyVaultAccess(
             self,
             "key_vault_access",
-            subscription_id=azure.subscription_id,
-            tenant_id=azure.tenant_id,
+            subscription_id=cfg.azure.subscription_id,
+            tenant_id=cfg.azure.tenant_id,
             key_vault_id=ws.key_vault.id,
             authorization=cfg.key_vault.authorization,
-            readers=runtime,
+            readers=self.runtime,
             writers=[deployer],
         )
 
+    def _outputs(self) -> None:
+        """What the release tooling reads after apply (``terraform output -json``)."""
+        ws = self.workspace
         outputs: dict[str, Any] = {
             "resource_group_name": ws.resource_group_name,
             "workspace_name": ws.workspace.name,
@@ -181,9 +196,7 @@ class EnvironmentStack(cdktf.TerraformStack):
             "key_vault_name": ws.key_vault.name,
             "key_vault_uri": ws.key_vault.vault_uri,
             "storage_account_name": ws.storage.name,
-            "flows": flows_output,
+            "flows": self.flows_output,
         }
         for name, value in outputs.items():
-            if value is None:
-                continue
             cdktf.TerraformOutput(self, name, value=value)

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 ARM_SCOPE = "https://management.azure.com/.default"
 ML_SCOPE = "https://ml.azure.com/.default"
-ACR_SCOPE = "https://containerregistry.azure.net/.default"
-ACR_REFRESH_USER = "00000000-0000-0000-0000-000000000000"  # docker login user for ACR AAD tokens
 
 T = TypeVar("T")
 
@@ -119,7 +117,7 @@ class AzureContext:
     def token(self, scope: str) -> str:
         return self.credential.get_token(scope, tenant_id=self.tenant_id).token
 
-    # -- plain HTTP through the same transport (warm-up, ACR token exchange) -------------
+    # -- plain HTTP through the same transport (App Service warm-up) ---------------------
     def http(self, request: HttpRequest) -> HttpResponse:
         transport = self.transport or RequestsTransport()
         pipeline: Pipeline[Any, Any] = Pipeline(transport=transport, policies=[RetryPolicy(retry_total=2)])
@@ -128,31 +126,6 @@ class AzureContext:
         ).http_response
         response.read()
         return response
-
-    def acr_refresh_token(self, login_server: str) -> str:
-        """Exchange this identity's AAD token for an ACR refresh token (``docker login`` password,
-        user :data:`ACR_REFRESH_USER`); the registry's admin user is never used."""
-        aad = self.token(ACR_SCOPE)
-        request = HttpRequest(
-            "POST",
-            f"https://{login_server}/oauth2/exchange",
-            data={
-                "grant_type": "access_token",
-                "service": login_server,
-                "tenant": self.tenant_id,
-                "access_token": aad,
-            },
-        )
-        response = self.http(request)
-        if response.status_code != 200:
-            raise AzureCallError(
-                f"ACR {login_server}: token exchange failed with HTTP {response.status_code}; "
-                "the identity needs the AcrPush role on the registry"
-            )
-        token = response.json().get("refresh_token")
-        if not isinstance(token, str) or not token:
-            raise AzureCallError(f"ACR {login_server}: token exchange returned no refresh_token")
-        return token
 
 
 def wait_lro(poller: LROPoller[T], what: str, timeout_s: float) -> T:

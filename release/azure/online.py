@@ -41,6 +41,8 @@ ENDPOINT_TIMEOUT_S = 1200.0
 TRAFFIC_TIMEOUT_S = 600.0
 DELETE_TIMEOUT_S = 900.0
 CONNECTION_REF_PREFIX = "azureml://connections/"
+# lets the endpoint's system identity read workspace connections for secret injection
+SECRET_STORE_ACCESS = {"enforce_access_to_default_secret_stores": "enabled"}
 
 
 def inference_config() -> dict[str, Any]:
@@ -131,17 +133,38 @@ class AzureMLOnlineTarget(Target):
         )
         env = dict(spec.env)
         env.update({"PROMPTFLOW_RUN_MODE": "serving", "PRT_CONFIG_OVERRIDE": override})
-        for var, ref in spec.secret_env.items():
-            # A connection reference is injected by Azure ML from the workspace connection at
-            # start-up (secret injection); anything else is resolved by prompt flow through the
-            # workspace connections with the deployment identity. Never a value here.
-            if ref.startswith(CONNECTION_REF_PREFIX):
-                env[var] = "${{" + ref + "}}"
+        env.update(self.secret_references(spec))
         return env
+
+    def secret_references(self, spec: DeploymentSpec) -> dict[str, str]:
+        """Each secret variable as an Azure ML secret-injection reference to the workspace
+        connection that holds it (``${{azureml://connections/<name>/credentials/key}}``): the
+        platform resolves it with the endpoint identity at start-up. Never a value here."""
+        by_ref: dict[str, str] = {}
+        for connection in self.cfg.connections:
+            secret = connection.secret
+            if secret is not None:
+                ref = str(getattr(secret, "env", None) or getattr(secret, "key_vault_secret", ""))
+                by_ref[ref] = connection.name
+        out = {}
+        for var, ref in spec.secret_env.items():
+            if ref.startswith(CONNECTION_REF_PREFIX):
+                name = ref[len(CONNECTION_REF_PREFIX) :].split("/")[0]
+            elif ref in by_ref:
+                name = by_ref[ref]
+            else:
+                raise UserError(
+                    f"secret {var}: {ref!r} is not the secret of a connection in "
+                    f"config/{self.cfg.environment}.yaml (connections[].secret); add the connection "
+                    "so the endpoint reads its key from the workspace connection"
+                )
+            out[var] = "${{" + f"{CONNECTION_REF_PREFIX}{name}/credentials/key" + "}}"
+        return out
 
     def create_or_update(self, spec: DeploymentSpec, timeout_s: float) -> DeploymentInfo:
         names.check_ml_deployment_name(spec.name)
         check_image(spec.image)
+        self.secret_references(spec)  # refuse unknown secrets before any request
         if spec.flow != self.flow:
             raise UserError(f"deployment spec is for flow {spec.flow!r}, this endpoint serves {self.flow!r}")
         environment = Environment(image=spec.image, inference_config=inference_config())

@@ -114,10 +114,10 @@ def repository_name(flow: str) -> str:
     return f"genaiops/{flow.replace('_', '-')}"
 
 
-def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str | None]:
-    """Registered version and chosen variant from the local registry, when it has them."""
+def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str | None, dict[str, Any]]:
+    """Registered version, chosen variant id and variant settings from the local registry."""
     if cfg.kind != "local":
-        return None, None
+        return None, None, {}
     try:
         from release.registry.local import LocalRegistry
 
@@ -125,12 +125,36 @@ def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str 
         registry = LocalRegistry(state if state.is_absolute() else REPO_ROOT / state)
         selection = registry.baseline(flow)
         if selection is not None:
-            return selection.flow_version, selection.variant_id
+            return selection.flow_version, selection.variant_id, dict(selection.variant)
         latest = registry.latest("flow", flow)
-        return (latest.version if latest else None), None
+        return (latest.version if latest else None), None, {}
     except Exception as exc:  # the registry is optional for a plain build
         log.debug("no registry defaults: %s", exc)
-        return None, None
+        return None, None, {}
+
+
+def parse_variant(text: str, flow_dir: Path) -> dict[str, Any]:
+    """``node=variant_1,temperature=0.2`` -> node variants and parameters (by the flow's nodes)."""
+    import yaml
+
+    from release.engine import get_engine
+
+    nodes = get_engine().describe(flow_dir).variants
+    variants: dict[str, str] = {}
+    params: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise UserError(
+                f"--variant {text!r}: {part!r} is not key=value; e.g. summarize=variant_1,temperature=0.2"
+            )
+        if key in nodes:
+            if value not in nodes[key]:
+                raise UserError(f"--variant: node {key!r} has variants {nodes[key]}, not {value!r}")
+            variants[key] = value
+        else:
+            params[key] = yaml.safe_load(value)
+    return {"variants": variants, "params": params}
 
 
 # --------------------------------------------------------------------------- handlers
@@ -145,9 +169,10 @@ def _build(args: argparse.Namespace) -> int:
             f"config/{cfg.environment}.yaml: flows.{args.flow}.path: {settings.path} does not exist; "
             "create the flow or fix the path"
         )
-    version, variant = _default_labels(cfg, args.flow)
+    version, variant, variant_config = _default_labels(cfg, args.flow)
     version = args.flow_version or version
-    variant = args.variant or variant
+    if args.variant:
+        variant, variant_config = args.variant, parse_variant(args.variant, flow_dir)
     tag = args.tag or f"{version or 'dev'}-{content_hash(flow_dir)[7:19]}"
     spec = ImageSpec(
         flow=args.flow,
@@ -158,6 +183,7 @@ def _build(args: argparse.Namespace) -> int:
         connections=tuple(used_connections(flow_dir, cfg.connections)),
         version=version,
         variant=variant,
+        variant_config=variant_config,
     )
     client = docker_client(cfg)
     build_dir = records_dir(cfg.environment) / "context" / args.flow

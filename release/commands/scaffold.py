@@ -17,7 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         description="Scaffold flows/NAME so that `make experiment FLOW=NAME ENV=local` passes as generated.",
     )
     new.add_argument("name", help="flow name: lowercase letters, digits and _ (e.g. invoice_routing)")
-    new.add_argument("--kind", choices=("dag", "flex"), default="dag", help="DAG flow or flex flow (Python class)")
+    new.add_argument(
+        "--kind", choices=("dag", "flex"), default="dag", help="DAG flow or flex flow (Python class)"
+    )
     new.add_argument("--description", default=None, help="one line saying what the flow does")
     new.add_argument("--dry-run", action="store_true", help="list what would be written, write nothing")
     new.set_defaults(handler=_new_flow)
@@ -29,8 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_env(changed)
     changed.add_argument("--flow", required=True, help="flow name (a flows.<name> entry of the config)")
-    changed.add_argument("--paths", default="", help="comma-separated path filters (default: the flow's path)")
-    changed.add_argument("--base", default="", help="git ref to compare with; empty: the flow counts as touched")
+    changed.add_argument(
+        "--paths", default="", help="comma-separated path filters (default: the flow's path)"
+    )
+    changed.add_argument(
+        "--base", default="", help="git ref to compare with; empty: the flow counts as touched"
+    )
     changed.add_argument("--emit", choices=changes.EMIT_FORMATS, default="text", help="where to report it")
     changed.set_defaults(handler=_flow_changed)
 

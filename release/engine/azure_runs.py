@@ -3,7 +3,8 @@
 Chosen by config (``flows.<flow>.run_in: workspace``) or ``--run-in workspace``; the experiment
 plan, variants and evaluation stay the same as for local runs. Each job (one variant over one
 dataset) becomes an Azure ML pipeline job running the flow as a prompt flow parallel component
-(``azure.ai.ml.load_component(<flow>.yaml)``) on serverless compute:
+(``azure.ai.ml.load_component(<flow>.yaml)``) on the workspace's compute cluster
+(``workspace.batch_compute`` in the config; parallel components need a cluster):
 
 * the job's rows are uploaded as JSON lines to a content-addressed datastore path with the
   Azure identity (the same rows are never uploaded twice);
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from release.azure.clients import AzureContext, find, must
-from release.azure.storage import upload
+from release.azure.storage import default_container, download, upload
 from release.config import EnvironmentConfig
 from release.errors import CheckFailed, UserError
 from release.registry.hashing import content_hash
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 
 RUN_TIMEOUT_S = 4 * 3600.0  # the longest a batch of workspace runs may take
 POLL_INTERVAL_S = 30.0
-INSTANCE_TYPE = "Standard_D2as_v4"
 MINI_BATCH_SIZE = 16
 DONE = {"Completed", "Failed", "Canceled", "NotResponding"}
 OUTPUT_FILE = "parallel_run_step.jsonl"
@@ -60,6 +60,10 @@ _DAG = "flow.dag.yaml"
 def job_name(flow: str, job: Job) -> str:
     """Deterministic per job content: resubmitting after an interruption finds the same job."""
     return _JOB_NAME_RE.sub("_", f"genaiops_{flow}_{job.name}_{job.key[:16]}")[:255]
+
+
+def output_prefix(flow: str, name: str) -> str:
+    return f"genaiops/runs/{flow}/outputs/{name}"
 
 
 def flow_file(folder: Path) -> Path:
@@ -87,17 +91,24 @@ def resolved_flow(runner: Runner, job: Job, work: Path) -> Path:
     if info.kind == "dag":
         if not hasattr(engine, "resolved_dag"):
             raise UserError(f"engine {engine.name!r} cannot resolve variants for workspace runs")
-        folder: Path = engine._materialize(job.flow_dir, engine.resolved_dag(job.flow_dir, job.variant, runner.overrides))
+        folder: Path = engine._materialize(
+            job.flow_dir, engine.resolved_dag(job.flow_dir, job.variant, runner.overrides)
+        )
         return folder / _DAG
     # flex: hyperparameters are init parameters; write them as the defaults of a copy
     target = work / job.flow_dir.name
-    shutil.copytree(job.flow_dir, target, ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc"))
+    shutil.copytree(
+        job.flow_dir, target, ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc")
+    )
     spec = yaml.safe_load((target / _FLEX).read_text(encoding="utf-8")) or {}
     init = spec.setdefault("init", {})
     for key, value in job.variant.params.items():
         if key not in init:
             raise UserError(f"{job.flow_dir / _FLEX}: init: no parameter {key!r} for hyperparameter {key}")
-        init[key] = {**(init[key] or {}), "default": runner.overrides.get(value, value) if isinstance(value, str) else value}
+        init[key] = {
+            **(init[key] or {}),
+            "default": runner.overrides.get(value, value) if isinstance(value, str) else value,
+        }
     (target / _FLEX).write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
     return target / _FLEX
 
@@ -112,13 +123,14 @@ class WorkspaceRuns:
         *,
         timeout_s: float = RUN_TIMEOUT_S,
         poll_interval_s: float = POLL_INTERVAL_S,
-        instance_type: str = INSTANCE_TYPE,
+        instance_count: int = 1,
     ) -> None:
         self.config = config
         self.ctx = ctx or AzureContext.from_config(config)
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
-        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.compute = config.workspace.batch_compute
         self._ml: MLClient | None = None
 
     @property
@@ -130,12 +142,14 @@ class WorkspaceRuns:
     def upload_rows(self, flow: str, job: Job) -> str:
         with tempfile.TemporaryDirectory(prefix="genaiops-rows-") as tmp:
             data = Path(tmp) / "data.jsonl"
-            data.write_text("".join(json.dumps(row, sort_keys=True) + "\n" for row in job.inputs), encoding="utf-8")
+            data.write_text(
+                "".join(json.dumps(row, sort_keys=True) + "\n" for row in job.inputs), encoding="utf-8"
+            )
             digest = content_hash(data).split(":", 1)[1]
             return upload(self.ctx, self.ml, data, f"genaiops/runs/{flow}/{digest}").uri
 
     def submit(self, flow: str, job: Job, runner: Runner) -> str:
-        from azure.ai.ml import Input, load_component
+        from azure.ai.ml import Input, Output, load_component
         from azure.ai.ml.constants import AssetTypes
         from azure.ai.ml.dsl import pipeline
 
@@ -148,12 +162,12 @@ class WorkspaceRuns:
         columns = sorted({key for row in job.inputs for key in row})
         with tempfile.TemporaryDirectory(prefix="genaiops-flow-") as tmp:
             component = load_component(str(with_tools_json(resolved_flow(runner, job, Path(tmp)))))
-            instance_type = self.instance_type
+            instance_count = self.instance_count
 
-            @pipeline(name=name, display_name=f"{flow} {job.name}", experiment_name=f"genaiops-{flow}")  # type: ignore[misc]
+            @pipeline(name=name, display_name=f"{flow} {job.name}", experiment_name=f"genaiops-{flow}")  # type: ignore[call-overload,misc]
             def batch(data):  # type: ignore[no-untyped-def]  # the dsl reads real annotations only
                 node = component(data=data, **{key: "${data." + key + "}" for key in columns})
-                node.resources = {"instance_type": instance_type, "instance_count": 1}
+                node.resources = {"instance_count": instance_count}
                 node.mini_batch_size = MINI_BATCH_SIZE
                 node.max_concurrency_per_instance = 4
                 node.mini_batch_error_threshold = -1  # failed lines are reported, not fatal
@@ -162,7 +176,13 @@ class WorkspaceRuns:
 
             job_entity = batch(data=Input(path=data_uri, type=AssetTypes.URI_FILE))
             job_entity.name = name
-            job_entity.settings.default_compute = "serverless"
+            # outputs go to a known path, so results are read back without the run-history API
+            datastore, _ = default_container(self.ctx, self.ml)
+            job_entity.outputs.flow_outputs = Output(
+                type=AssetTypes.URI_FOLDER,
+                path=f"azureml://datastores/{datastore}/paths/{output_prefix(flow, name)}/",
+            )
+            job_entity.settings.default_compute = self.compute
             job_entity.tags = {"genaiops.flow": flow, "genaiops.job": job.name, "genaiops.key": job.key}
             must(f"submit workspace job {name}", lambda: self.ml.jobs.create_or_update(job_entity))
         log.info("submitted workspace job %s", name)
@@ -175,7 +195,8 @@ class WorkspaceRuns:
         while True:
             for name in names:
                 if status.get(name) not in DONE:
-                    status[name] = str(must(f"get workspace job {name}", lambda n=name: self.ml.jobs.get(n)).status)  # type: ignore[misc]
+                    job = must(f"get workspace job {name}", lambda n=name: self.ml.jobs.get(n))  # type: ignore[misc]
+                    status[name] = str(getattr(job.status, "value", job.status))
             if all(s in DONE for s in status.values()):
                 return status
             if time.monotonic() >= deadline:
@@ -186,21 +207,16 @@ class WorkspaceRuns:
                 )
             time.sleep(min(self.poll_interval_s, max(0.0, deadline - time.monotonic())))
 
-    def lines(self, name: str, job: Job) -> list[LineRecord]:
+    def lines(self, flow: str, name: str, job: Job) -> list[LineRecord]:
         """Download the flow outputs and turn them into the runner's line records."""
         from release.experiment.runner import LineRecord
 
         by_line: dict[int, dict[str, Any]] = {}
-        with tempfile.TemporaryDirectory(prefix="genaiops-out-") as tmp:
-            must(
-                f"download outputs of {name}",
-                lambda: self.ml.jobs.download(name, download_path=tmp, output_name="flow_outputs"),
-            )
-            for path in Path(tmp).rglob(OUTPUT_FILE):
-                for text in path.read_text(encoding="utf-8").splitlines():
-                    if text.strip():
-                        row = json.loads(text)
-                        by_line[int(row.pop("line_number"))] = row
+        data = download(self.ctx, self.ml, f"{output_prefix(flow, name)}/{OUTPUT_FILE}")
+        for text in (data or b"").decode("utf-8").splitlines():
+            if text.strip():
+                row = json.loads(text)
+                by_line[int(row.pop("line_number"))] = row
         records = []
         for position, inputs in enumerate(job.inputs):
             outputs = by_line.get(position)
@@ -209,7 +225,9 @@ class WorkspaceRuns:
                     index=job.indices[position],
                     inputs=inputs,
                     outputs=outputs,
-                    error=None if outputs is not None else f"line {position} has no result in workspace job {name}",
+                    error=None
+                    if outputs is not None
+                    else f"line {position} has no result in workspace job {name}",
                     attempts=1,
                 )
             )
@@ -223,10 +241,12 @@ class WorkspaceRuns:
         results = []
         for job, name in zip(plan.runs, names, strict=True):
             if status[name] == "Completed":
-                lines = self.lines(name, job)
+                lines = self.lines(plan.flow_name, name, job)
             else:
                 lines = [
-                    LineRecord(index=i, inputs=row, error=f"workspace job {name} ended {status[name]}", attempts=1)
+                    LineRecord(
+                        index=i, inputs=row, error=f"workspace job {name} ended {status[name]}", attempts=1
+                    )
                     for i, row in zip(job.indices, job.inputs, strict=True)
                 ]
             results.append(JobResult(job, lines))

@@ -1,1 +1,1 @@
-"""Experiments: loading (template format + overlays), expansion, concurrent runs, evaluation, gate, reports."""
+"""Experiments: loading (template format, overlays), expansion, concurrent runs, evaluation, gate, reports."""

@@ -36,7 +36,8 @@ def node_variant_choices(experiment: Experiment, info: FlowInfo) -> dict[str, li
         if node not in info.variants:
             known = ", ".join(sorted(info.variants)) or "none (this flow has no node variants)"
             raise ExperimentError(
-                f"{experiment.file}: variants.{node}: unknown node with variants; nodes with variants: {known}"
+                f"{experiment.file}: variants.{node}: unknown node with variants; "
+                f"nodes with variants: {known}"
             )
         for variant_id in wanted:
             if variant_id not in info.variants[node]:
@@ -91,9 +92,9 @@ def expand(experiment: Experiment, info: FlowInfo, mode: str | None = None) -> l
         nodes = sorted(choices)
         keys = sorted(axes)
         for picked in itertools.product(*(choices[n] for n in nodes)):
-            for values in itertools.product(*(axes[k] for k in keys)):
+            for combo in itertools.product(*(axes[k] for k in keys)):
                 points.append(
-                    FlowVariant(dict(zip(nodes, picked, strict=True)), dict(zip(keys, values, strict=True)))
+                    FlowVariant(dict(zip(nodes, picked, strict=True)), dict(zip(keys, combo, strict=True)))
                 )
     elif mode == "template":
         points.append(FlowVariant(dict(defaults), dict(first)))

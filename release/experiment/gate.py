@@ -25,6 +25,7 @@ class GateOutcome:
     chosen: RunMetrics | None = None
     failures: list[str] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)  # every check made, for the report
+    rejected: list[str] = field(default_factory=list)  # why other variants were not eligible
 
 
 def primary_metric(experiment: Experiment) -> str:
@@ -58,7 +59,8 @@ def run_gate(
         for run in runs:
             if run.failed_lines:
                 problems.append(
-                    f"variant {variant_id}: dataset {run.dataset}: {run.failed_lines} of {run.lines} lines failed"
+                    f"variant {variant_id}: dataset {run.dataset}: "
+                    f"{run.failed_lines} of {run.lines} lines failed"
                 )
             for name, bound in experiment.gates.thresholds.items():
                 value = run.metrics.get(name)
@@ -88,7 +90,7 @@ def run_gate(
         return outcome
     chosen = max(passing, key=lambda r: r.metrics[metric])  # max keeps the first of equal values
     outcome.chosen = chosen
-    outcome.failures = []  # other variants failing is fine once one passes
+    outcome.rejected, outcome.failures = outcome.failures, []  # others failing is fine once one passes
     regression = experiment.gates.regression
     if regression and baseline is not None:
         for name in regression.metrics:
@@ -101,7 +103,8 @@ def run_gate(
             if value < floor:
                 outcome.failures.append(
                     f"variant {chosen.variant_id}: {name} = {value:.4f} regressed below the baseline "
-                    f"{base:.4f} (flow version {baseline.flow_version}) minus tolerance {regression.tolerance} "
+                    f"{base:.4f} (flow version {baseline.flow_version}) "
+                    f"minus tolerance {regression.tolerance} "
                     f"= threshold {floor:.4f}"
                 )
             else:

@@ -17,7 +17,7 @@ from typing import Any
 
 from release.config import REPO_ROOT, EnvironmentConfig, EnvSecret, load_config, resolve_secret
 from release.engine.base import ConnectionSpec, Engine
-from release.errors import CheckFailed, NotBuiltYet, UserError
+from release.errors import CheckFailed, UserError
 from release.experiment.evaluate import RunMetrics, evaluate
 from release.experiment.gate import GateOutcome, run_gate
 from release.experiment.plan import Plan, build_plan
@@ -86,7 +86,9 @@ def load_context(options: Options) -> Context:
     config = load_config(options.env)
     settings = config.flows.get(options.flow)
     flow_path = REPO_ROOT / (settings.path if settings else f"flows/{options.flow}")
-    experiment_file = options.experiment_file or flow_path / (settings.experiment if settings else "experiment.yaml")
+    experiment_file = options.experiment_file or flow_path / (
+        settings.experiment if settings else "experiment.yaml"
+    )
     if settings is None and not flow_path.is_dir() and options.experiment_file is None:
         known = sorted(config.flows) or sorted(p.name for p in (REPO_ROOT / "flows").glob("*/") if p.is_dir())
         raise UserError(
@@ -207,14 +209,9 @@ def make_runner(ctx: Context, engine: Engine, plan: Plan) -> Runner:
 
 def _run_jobs(ctx: Context, runner: Runner, plan: Plan) -> list[JobResult]:
     if ctx.run_in == "workspace":
-        try:
-            from release.engine import workspace  # type: ignore[attr-defined]
-        except ImportError:
-            raise NotBuiltYet(
-                "--run-in workspace: batch runs in the Azure ML workspace are not built yet; "
-                "use --run-in local"
-            ) from None
-        results: list[JobResult] = workspace.run_jobs(ctx.config, plan, runner)
+        from release.engine import azure_runs  # batch runs in the Azure ML workspace
+
+        results: list[JobResult] = azure_runs.run_jobs(ctx.config, plan, runner)
         return results
     return runner.run(plan.runs, label=f"{ctx.options.flow} runs")
 
@@ -318,10 +315,8 @@ def _write_pointer(folder: Path, name: str, run_id: str, report_dir: Path) -> No
 def registry_for(ctx: Context) -> Registry:
     if ctx.config.kind == "local":
         return LocalRegistry(ctx.state_dir)
-    try:
-        from release.registry.azureml import AzureMLRegistry  # type: ignore[import-not-found]
-    except ImportError:
-        raise NotBuiltYet("the Azure ML registry is not built yet; use ENV=local") from None
+    from release.registry.azureml import AzureMLRegistry
+
     registry: Registry = AzureMLRegistry.from_config(ctx.config)
     return registry
 
@@ -361,6 +356,7 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
         "primary_metric": outcome.primary_metric,
         "primary_dataset": outcome.primary_dataset,
         "failures": outcome.failures,
+        "rejected": outcome.rejected,
         "checks": outcome.checks,
         "baseline": None
         if baseline is None

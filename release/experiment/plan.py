@@ -234,7 +234,8 @@ def _check_evaluators(plan: Plan, engine: Engine, pages_url: str | None) -> None
             reference_rows = plan.rows.get(dataset.reference)
             if reference_rows is not None and len(reference_rows) != len(rows):
                 raise ExperimentError(
-                    f"{dwhere}.source: {path.name} has {len(rows)} lines but dataset {dataset.reference!r} has "
+                    f"{dwhere}.source: {path.name} has {len(rows)} lines "
+                    f"but dataset {dataset.reference!r} has "
                     f"{len(reference_rows)}; evaluation lines pair with run lines one to one"
                 )
 

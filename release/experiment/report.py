@@ -208,8 +208,10 @@ def write_html(
     if gate is not None:
         verdict = "PASSED" if gate.passed else "FAILED"
         items = "".join(f"<li>{esc(x)}</li>" for x in gate.failures or gate.checks)
-        chosen = f"<p>Chosen variant: <b>{esc(gate.chosen.variant_id)}</b></p>" if gate.chosen else ""
-        gate_html = f'<h2>Gate: <span class="{verdict.lower()}">{verdict}</span></h2>{chosen}<ul>{items}</ul>'
+        if gate.rejected:
+            items += "".join(f"<li>not eligible: {esc(x)}</li>" for x in gate.rejected)
+        picked = f"<p>Chosen variant: <b>{esc(gate.chosen.variant_id)}</b></p>" if gate.chosen else ""
+        gate_html = f'<h2>Gate: <span class="{verdict.lower()}">{verdict}</span></h2>{picked}<ul>{items}</ul>'
     facts = "".join(
         f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>"
         for k, v in summary.items()
@@ -220,7 +222,8 @@ def write_html(
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
-tr.chosen {{ background: #e6f4ea; font-weight: bold; }} tr.baseline {{ background: #f1f1f1; font-style: italic; }}
+tr.chosen {{ background: #e6f4ea; font-weight: bold; }}
+tr.baseline {{ background: #f1f1f1; font-style: italic; }}
 .passed {{ color: #1a7f37; }} .failed {{ color: #cf222e; }} figure {{ margin: 1em 0; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
@@ -230,7 +233,8 @@ tr.chosen {{ background: #e6f4ea; font-weight: bold; }} tr.baseline {{ backgroun
 <table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Charts</h2>
 {charts}
-<p>Line outputs: <code>runs/&lt;dataset&gt;/&lt;variant&gt;/outputs.jsonl</code>; metrics: metrics.csv, metrics.json.</p>
+<p>Line outputs: <code>runs/&lt;dataset&gt;/&lt;variant&gt;/outputs.jsonl</code>;
+metrics: metrics.csv, metrics.json.</p>
 </body></html>
 """
     path = run_dir / "report.html"

@@ -166,7 +166,7 @@ class Runner:
                 if not exc.retryable or attempt == self.max_retries:
                     break
                 delay = exc.retry_after if exc.retry_after is not None else self.backoff_base_s * 2**attempt
-                delay = min(self.max_backoff_s, delay) * (1 + random.uniform(0, 0.25))  # noqa: S311
+                delay = min(self.max_backoff_s, delay) * (1 + random.uniform(0, 0.25))
                 with self._lock:
                     self.retries += 1
             finally:

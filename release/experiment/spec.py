@@ -110,7 +110,8 @@ class Experiment(_Model):
                 return candidate.resolve()
         raise ExperimentError(
             f"{self.file}: flow: {self.flow or self.name!r}: no such flow folder "
-            f"(looked in {', '.join(str(c) for c in candidates)}); set 'flow' to the folder with flow.dag.yaml"
+            f"(looked in {', '.join(str(c) for c in candidates)}); "
+            "set 'flow' to the folder with flow.dag.yaml"
         )
 
     def source_path(self, source: str) -> Path:

@@ -40,6 +40,7 @@ READY_TIMEOUT_S = {"docker": 90.0, "registry": 30.0, "router": 15.0, "model": 30
 STOP_TIMEOUT_S = {"docker": 30.0, "registry": 10.0, "router": 10.0, "model": 10.0, "pages": 10.0}
 DEFAULT_DOCKER_SOCKET = "unix:///var/run/docker.sock"
 MODEL_KEY_ENV = "LOCAL_MODEL_API_KEY"
+CODE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `release` package
 
 Log = Callable[[str], None]
 
@@ -156,6 +157,10 @@ class LocalEnvironment:
             handle.write(key + "\n")
         return key
 
+    def _key_fingerprint(self) -> str:
+        """A one-way fingerprint (never the key) to notice that the key changed."""
+        return hashlib.sha256(self.model_api_key().encode()).hexdigest()[:16]
+
     # ------------------------------------------------------------------ state
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
@@ -193,6 +198,8 @@ class LocalEnvironment:
             return bool(host) and net.docker_ping(str(host))
         if name == "router":
             return self.router.healthy()
+        if name == "model" and entry and entry.get("key_sha256") not in (None, self._key_fingerprint()):
+            return False  # started with another key: restart it with the current one
         path = {"registry": "/v2/", "model": "/health", "pages": "/health"}[name]
         return net.http_status(path, self.ports[name], 2.0) == 200
 
@@ -311,6 +318,9 @@ class LocalEnvironment:
         env: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         log_file = self.logs_dir / f"{name}.log"
+        if argv[0] == sys.executable:  # our own servers run this very code, installed or not
+            env = dict(env if env is not None else os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE_ROOT), env.get("PYTHONPATH")) if p)
         record = procs.start(argv, marker, log_file, env=env, cwd=self.root)
         entry: dict[str, Any] = {"process": record.to_json(), "port": port, "url": url, "log": str(log_file)}
         self._wait_ready(name, record, entry, log_file)
@@ -419,7 +429,8 @@ class LocalEnvironment:
         if self.settings.model_error_rate:
             argv += ["--error-rate", str(self.settings.model_error_rate)]
         self.log(f"model: starting the local model endpoint on {self.model_url}...")
-        return self._spawn("model", argv, " ".join(argv[1:7]), port, self.model_url, env=env)
+        entry = self._spawn("model", argv, " ".join(argv[1:7]), port, self.model_url, env=env)
+        return {**entry, "key_sha256": self._key_fingerprint()}
 
     # -- page server
     def _start_pages(self) -> dict[str, Any]:
@@ -510,6 +521,8 @@ class LocalEnvironment:
         if name == "docker" and procs.is_ours(record):
             _stop_containers(str((entry or {}).get("docker_host") or self.own_docker_socket), self.log)
         stopped = procs.stop(record, STOP_TIMEOUT_S[name], extra_markers=markers)
+        if name == "router":
+            self.router.forget_routes()
         if name == "docker":
             _unmount_under([str(self.runtime_dir) + "/", str(self.state_dir / "docker") + "/"])
             if not procs.is_ours(record):

@@ -80,6 +80,19 @@ def _normalize(flow: str, deployment: str, target: object) -> Route:
     return Route(f"127.0.0.1:{port}", weight)
 
 
+def _read_or_none(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _p99(values: list[float]) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
@@ -183,6 +196,11 @@ class Router:
         with self._lock():
             self._apply(self.routes(), self.generation() + 1, reload=False)
 
+    def forget_routes(self) -> None:
+        """Drop every route (``local down`` stops the deployments they pointed to)."""
+        with self._lock():
+            self.routes_file.unlink(missing_ok=True)
+
     # ------------------------------------------------------------------ metrics
     def read_metrics(self, flow: str, since: float) -> dict[str, TrafficMetrics]:
         """Requests, 5xx errors and p99 latency per deployment of ``flow`` since a UNIX time."""
@@ -230,18 +248,25 @@ class Router:
         candidate = self.dir / "nginx.conf.new"
         candidate.write_text(self.render(routes, generation))
         self._nginx(["-t", "-q", "-c", str(candidate)], what="check the new config")
+        previous = {path: _read_or_none(path) for path in (self.conf, self.routes_file)}
         os.replace(candidate, self.conf)
         state = {
             "generation": generation,
             "flows": {f: {n: list(r) for n, r in d.items()} for f, d in routes.items()},
         }
-        tmp = self.routes_file.with_suffix(".json.new")
-        tmp.write_text(json.dumps(state, indent=2, sort_keys=True))
-        os.replace(tmp, self.routes_file)
+        _write_atomic(self.routes_file, json.dumps(state, indent=2, sort_keys=True))
         if reload:
             master = self.running_pid()
             old_workers = procs.descendants(master) if master else []
-            self._nginx(["-c", str(self.conf), "-s", "reload"], what="reload")
+            try:
+                self._nginx(["-c", str(self.conf), "-s", "reload"], what="reload")
+            except RouterError:  # nginx kept the old config: so do our files
+                for path, text in previous.items():
+                    if text is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        _write_atomic(path, text)
+                raise
 
             def switched() -> bool:
                 # New workers serve the new generation and every old worker stopped accepting
@@ -333,6 +358,11 @@ http {{
     uwsgi_temp_path {d}/cache/uwsgi;
     scgi_temp_path {d}/cache/scgi;
     server_tokens off;
+    # Bodies stay in memory: nginx workers run unprivileged and may not reach a state folder
+    # under a private home directory.
+    client_body_buffer_size 16m;
+    client_max_body_size 16m;
+    proxy_max_temp_file_size 0;
     keepalive_timeout 15s;
     log_format genaiops escape=json '{{"msec":$msec,"flow":"$genaiops_flow",'
         '"deployment":"$genaiops_deployment","upstream":"$upstream_addr","status":$status,'

@@ -116,7 +116,9 @@ class LocalRegistry(Registry):
         data = self._load()
         items = data.setdefault("selections", {}).setdefault(selection.flow, [])
         record = dataclasses.asdict(selection)
-        if items and all(items[-1].get(k) == record[k] for k in ("flow_version", "variant_id", "experiment_run")):
+        if items and all(
+            items[-1].get(k) == record[k] for k in ("flow_version", "variant_id", "experiment_run")
+        ):
             return  # the same selection again: nothing new to record
         items.append(record)
         self._save(data)

@@ -43,7 +43,9 @@ def changed_files(base: str, repo: Path) -> list[str]:
     except FileNotFoundError:
         raise UserError("git is not installed; install git to compare a change with its base") from None
     except subprocess.TimeoutExpired:
-        raise UserError(f"git diff against {base!r} took over {GIT_TIMEOUT_SECONDS}s; nothing decided") from None
+        raise UserError(
+            f"git diff against {base!r} took over {GIT_TIMEOUT_SECONDS}s; nothing decided"
+        ) from None
     if result.returncode != 0:
         raise UserError(
             f"--base {base}: git cannot compare it with HEAD ({_first_line(result.stderr)}); fetch the full "

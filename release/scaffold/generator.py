@@ -27,6 +27,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{2,39}$")
 KINDS = ("dag", "flex")
 MARKER = "# genaiops new-flow adds flows above this line"
+ENDPOINT_NAME_MAX = 32
 
 # Where the pipelines list their flows, and the entry one flow gets there (indented like the marker).
 PIPELINE_ENTRIES: dict[str, tuple[str, ...]] = {
@@ -139,7 +140,9 @@ def config_entry(name: str, env: str, kind: str) -> str:
 def insert_flow_config(text: str, entry: str, file: str) -> str:
     """Adds ``entry`` as the last item of the top-level ``flows:`` mapping, keeping everything else."""
     lines = text.splitlines()
-    start = next((i for i, line in enumerate(lines) if re.match(r"^flows:\s*(\{\s*\})?\s*(#.*)?$", line)), None)
+    start = next(
+        (i for i, line in enumerate(lines) if re.match(r"^flows:\s*(\{\s*\})?\s*(#.*)?$", line)), None
+    )
     if start is None:
         if any(re.match(r"^flows\s*:", line) for line in lines):
             raise UserError(f"{file}: flows: is not a block mapping; add flows.{entry.split(':')[0]} by hand")
@@ -153,7 +156,10 @@ def insert_flow_config(text: str, entry: str, file: str) -> str:
     children = [ln for ln in lines[start + 1 : end] if ln.strip() and not ln.lstrip().startswith("#")]
     indent = len(children[0]) - len(children[0].lstrip()) if children else 2
     insert_at = end
-    while insert_at > start + 1 and not lines[insert_at - 1].strip():
+    # blank lines and column-0 comments just above the next key belong to that key
+    while insert_at > start + 1 and (
+        not lines[insert_at - 1].strip() or lines[insert_at - 1].startswith("#")
+    ):
         insert_at -= 1
     new_lines = lines[:insert_at] + _indent(entry, indent).splitlines() + lines[insert_at:]
     return "\n".join(new_lines) + "\n"
@@ -202,7 +208,10 @@ def new_flow(
         raw = yaml.safe_load(original) or {}
         if name in (raw.get("flows") or {}):
             raise UserError(f"{shown}: flows.{name} already exists; pick another name")
-        entry = config_entry(name, path.stem, str(raw.get("kind", "local")))
+        kind = str(raw.get("kind", "local"))
+        if kind == "azure":
+            _check_endpoint_name(name, path.stem, config_dir, shown)
+        entry = config_entry(name, path.stem, kind)
         edits[path] = insert_flow_config(original, entry, shown)
     for relative, entry_lines in PIPELINE_ENTRIES.items():
         path = root / relative
@@ -232,6 +241,18 @@ def new_flow(
         shutil.rmtree(flow_dir, ignore_errors=True)
         raise
     return result
+
+
+def _check_endpoint_name(name: str, env: str, config_dir: Path, shown: str) -> None:
+    """Azure endpoint and app names are ``<prefix>-<env>-<flow>``, at most 32 characters."""
+    prefix = load_config(env, config_dir=config_dir).prefix
+    endpoint = f"{prefix}-{env}-{name.replace('_', '-')}"
+    if len(endpoint) > ENDPOINT_NAME_MAX:
+        raise UserError(
+            f"{shown}: the endpoint name {endpoint!r} would be {len(endpoint)} characters (Azure allows "
+            f"{ENDPOINT_NAME_MAX}); use a flow name of at most "
+            f"{ENDPOINT_NAME_MAX - len(prefix) - len(env) - 2} characters"
+        )
 
 
 def _validate(name: str, root: Path, edited: list[Path]) -> None:

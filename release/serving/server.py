@@ -21,7 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 
-from release.engine.invoke import FlowInputError, Invoker, load_invoker
+from release.engine import get_engine
+from release.engine.base import FlowSession, LineFailed
 from release.serving.settings import ServerSettings, StartupError, load_settings
 
 log = logging.getLogger("genaiops.serving")
@@ -30,13 +31,21 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RESTARTS = 10
 STOP_TIMEOUT_S = 10.0
 EXIT_LOAD_FAILED = 3
+# The engine's messages for requests that do not match the flow's inputs (HTTP 400).
+INPUT_ERRORS = (
+    "InputNotFound",
+    "InputTypeError",
+    "InputMappingError",
+    "MissingRequiredFlowInput",
+    "InputError",
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "genaiops-serving/1"
     sys_version = ""
-    invoker: Invoker  # set on the subclass made per worker
+    session: FlowSession  # set on the subclass made per worker
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: no per-request log
         return
@@ -82,13 +91,20 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         try:
-            outputs = self.invoker(inputs)
-        except FlowInputError as exc:
-            self._error(HTTPStatus.BAD_REQUEST, "InvalidInput", str(exc))
+            outputs = self.session.run_line(inputs, 0).outputs
+        except LineFailed as exc:
+            message = str(exc)
+            if any(code in message.split() for code in INPUT_ERRORS):
+                self._error(HTTPStatus.BAD_REQUEST, "InvalidInput", message[:2000])
+            else:
+                log.warning("flow run failed")
+                self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "FlowRunFailed", message[:2000])
             return
-        except Exception as exc:
-            log.warning("flow run failed: %s", type(exc).__name__)
-            self._error(HTTPStatus.INTERNAL_SERVER_ERROR, "FlowRunFailed", str(exc)[:2000])
+        except Exception as exc:  # a bug in the engine or the flow: still JSON, still 5xx
+            log.warning("flow run raised %s", type(exc).__name__)
+            self._error(
+                HTTPStatus.INTERNAL_SERVER_ERROR, "FlowRunFailed", f"{type(exc).__name__}: {exc}"[:2000]
+            )
             return
         self._send(200, outputs)
 
@@ -108,11 +124,11 @@ def _worker(sock: socket.socket, settings: ServerSettings) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        invoker = load_invoker(settings.flow_dir, settings.connections)
+        session = get_engine().open(settings.flow_dir, settings.variant, settings.connections)
     except Exception as exc:
         log.error("worker %d: cannot load the flow at %s: %s", os.getpid(), settings.flow_dir, exc)
         return EXIT_LOAD_FAILED
-    handler = type("Handler", (_Handler,), {"invoker": staticmethod(invoker)})
+    handler = type("Handler", (_Handler,), {"session": session})
     server = _Server((settings.host, settings.port), handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock

@@ -1,8 +1,9 @@
 """What the server needs at start-up: the flow folder and its connections, from the environment.
 
 The image holds ``/app/serving.json`` (written at build time, never a secret) naming the flow
-folder and, per connection, its category, target and the environment variables that carry its
-key (``<CONN>_API_KEY``, required) and an optional target override (``<CONN>_API_BASE``).
+folder, the chosen variant (node variants and parameters) and, per connection, its category,
+target and the environment variables that carry its key (``<CONN>_API_KEY``, required) and an
+optional target override (``<CONN>_API_BASE``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from release.engine.invoke import ConnectionValues
+from release.engine.base import ConnectionSpec, FlowVariant
 
 DEFAULT_MANIFEST = "/app/serving.json"
 
@@ -33,7 +34,8 @@ def base_env(connection: str) -> str:
 @dataclass(frozen=True)
 class ServerSettings:
     flow_dir: Path
-    connections: list[ConnectionValues]
+    variant: FlowVariant
+    connections: list[ConnectionSpec]
     host: str
     port: int
     workers: int
@@ -60,7 +62,7 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
     flow_dir = Path(env.get("GENAIOPS_FLOW_DIR", manifest.get("flow_dir", "/app/flow")))
     if not flow_dir.is_dir():
         raise StartupError(f"{manifest_path}: flow_dir {flow_dir} is not a folder")
-    connections: list[ConnectionValues] = []
+    connections: list[ConnectionSpec] = []
     missing: list[str] = []
     for item in manifest.get("connections", []):
         name = str(item["name"])
@@ -69,13 +71,12 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
             missing.append(key_var)
             continue
         connections.append(
-            ConnectionValues(
+            ConnectionSpec(
                 name=name,
                 category=str(item.get("category", "CustomKeys")),
                 api_key=env[key_var],
                 target=env.get(str(item.get("base_env") or base_env(name))) or str(item.get("target", "")),
                 api_version=item.get("api_version"),
-                api_type=item.get("api_type"),
             )
         )
     if missing:
@@ -84,8 +85,12 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
             "to the container (e.g. docker run -e VAR=...); see /app/settings.json"
         )
     cpus = os.cpu_count() or 1
+    chosen = manifest.get("variant") or {}
     return ServerSettings(
         flow_dir=flow_dir,
+        variant=FlowVariant(
+            variants=dict(chosen.get("variants") or {}), params=dict(chosen.get("params") or {})
+        ),
         connections=connections,
         host=env.get("HOST", "0.0.0.0"),
         port=_int_env(env, "PORT", 8080, 1, 65535),

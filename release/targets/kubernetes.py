@@ -15,7 +15,7 @@ from azure.ai.ml.entities import (
     OnlineRequestSettings,
 )
 
-from release.azure.online import AUTH_MODES, AzureMLOnlineTarget
+from release.azure.online import AUTH_MODES, SECRET_STORE_ACCESS, AzureMLOnlineTarget
 from release.config import KubernetesTarget as KubernetesSettings
 from release.targets.base import DeploymentSpec
 
@@ -31,6 +31,7 @@ class KubernetesTarget(AzureMLOnlineTarget):
             auth_mode=AUTH_MODES[self.settings.auth_mode],
             identity=self.identity(),
             tags={"genaiops.flow": self.flow, "genaiops.environment": self.cfg.environment},
+            properties=dict(SECRET_STORE_ACCESS),
         )
 
     def new_deployment(

@@ -17,7 +17,7 @@ from azure.ai.ml.entities import (
     OnlineRequestSettings,
 )
 
-from release.azure.online import AUTH_MODES, AzureMLOnlineTarget
+from release.azure.online import AUTH_MODES, SECRET_STORE_ACCESS, AzureMLOnlineTarget
 from release.config import ManagedTarget as ManagedSettings
 from release.targets.base import DeploymentSpec
 
@@ -33,6 +33,7 @@ class ManagedTarget(AzureMLOnlineTarget):
             identity=self.identity(),
             public_network_access="enabled" if self.settings.public_network_access else "disabled",
             tags={"genaiops.flow": self.flow, "genaiops.environment": self.cfg.environment},
+            properties=dict(SECRET_STORE_ACCESS),
         )
 
     def new_deployment(

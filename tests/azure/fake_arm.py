@@ -10,6 +10,7 @@ the SDKs actually use).
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -26,7 +27,26 @@ from azure.core.pipeline.transport import RequestsTransport
 from requests.adapters import BaseAdapter
 from requests.structures import CaseInsensitiveDict
 
-TOKEN = "fake-aad-token-for-tests"
+
+def _jwt(claims: dict[str, Any]) -> str:
+    """An unsigned JWT (the SDKs read claims such as ``aud`` and ``oid``; nothing verifies it here)."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.c2lnbmF0dXJl"
+
+
+# a static stand-in for an AAD access token (azure-ai-ml reads its audience before submitting jobs)
+TOKEN = _jwt(
+    {
+        "aud": "https://ml.azure.com",
+        "oid": "33333333-3333-3333-3333-333333333333",
+        "tid": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+        "exp": 4102444800,
+        "upn": "ci@example.org",
+    }
+)
 
 
 class StaticCredential:
@@ -69,6 +89,7 @@ Handler = Callable[[Call], tuple[int, Any] | None]
 class FakeAzure:
     calls: list[Call] = field(default_factory=list)
     store: dict[str, dict[str, Any]] = field(default_factory=dict)
+    blobs: dict[str, bytes] = field(default_factory=dict)  # "<account host>/<container>/<blob>"
     handlers: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -100,6 +121,33 @@ class FakeAzure:
     def all_text(self) -> str:
         return "\n".join(f"{c.method} {c.url} {c.raw.decode('utf-8', 'replace')}" for c in self.calls)
 
+    # -- Blob storage semantics (block blobs put whole, read whole) ---------------------
+    def _blob(self, call: Call) -> tuple[int, Any, dict[str, str]]:
+        key = f"{call.host}{call.path}"
+        if call.method == "PUT" and "comp" in call.query:  # metadata, properties, tags: 200
+            return (200, None, dict(_BLOB_HEADERS)) if key in self.blobs else (404, None, dict(_BLOB_HEADERS))
+        if call.method == "PUT":
+            self.blobs[key] = call.raw
+            return 201, None, dict(_BLOB_HEADERS)
+        if call.method in ("GET", "HEAD") and key in self.blobs:
+            data = self.blobs[key]
+            size = len(data)
+            headers = {
+                **_BLOB_HEADERS,
+                "Content-Type": "application/octet-stream",
+                "x-ms-blob-type": "BlockBlob",
+                "Content-Range": f"bytes 0-{max(size - 1, 0)}/{size}",
+            }
+            return 206, data, headers
+        if call.method == "HEAD":  # no body on HEAD: the error code travels in the header only
+            return 404, None, {**_BLOB_HEADERS, "x-ms-error-code": "BlobNotFound"}
+        not_found = b'<?xml version="1.0" encoding="utf-8"?><Error><Code>BlobNotFound</Code></Error>'
+        return (
+            404,
+            not_found,
+            {**_BLOB_HEADERS, "x-ms-error-code": "BlobNotFound", "Content-Type": "application/xml"},
+        )
+
     # -- ARM semantics --------------------------------------------------------------
     def _stored(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         stored = copy.deepcopy(body) if isinstance(body, dict) else {}
@@ -119,11 +167,28 @@ class FakeAzure:
                     result = handler(call)
                     if result is not None:
                         return result
+            if call.host.endswith(".blob.core.windows.net"):
+                return self._blob(call)
             key = call.path.rstrip("/").lower()
+            if call.method == "GET" and call.host.endswith(".api.azureml.ms") and key == "/discovery":
+                base = f"https://{call.host}"
+                return 200, {
+                    k: base
+                    for k in (
+                        "api",
+                        "catalog",
+                        "experimentation",
+                        "history",
+                        "modelmanagement",
+                        "pipelines",
+                        "studiofrontend",
+                    )
+                }
             if call.method == "PUT":
                 existed = key in self.store
                 stored = self._stored(call.path.rstrip("/"), call.body or {})
                 self.store[key] = stored
+                stored = _service_view(key, stored)
                 web = "/providers/microsoft.web/" in key  # App Service answers 200 (or 202), never 201
                 return (200 if existed or web else 201), stored
             if call.method == "PATCH":
@@ -165,6 +230,13 @@ class FakeAzure:
             return _not_found(call.path)
 
 
+_BLOB_HEADERS = {
+    "ETag": '"0x8DC0000000000001"',
+    "Last-Modified": "Tue, 24 Nov 2026 03:00:00 GMT",
+    "x-ms-version": "2025-01-05",
+}
+
+
 def _server_defaults(path: str, stored: dict[str, Any], props: dict[str, Any]) -> None:
     """Read-only fields ARM fills in on its side (documented in the REST reference)."""
     parts = path.lower().rstrip("/").split("/")
@@ -188,6 +260,26 @@ def _server_defaults(path: str, stored: dict[str, Any], props: dict[str, Any]) -
         props.setdefault("state", "Running")
     if "identity" in stored and isinstance(stored["identity"], dict):
         stored["identity"].setdefault("principalId", "22222222-2222-2222-2222-222222222222")
+
+
+def _service_view(path: str, stored: dict[str, Any]) -> dict[str, Any]:
+    """Azure ML stores a prompt flow component as the parallel component that runs it."""
+    spec = stored.get("properties", {}).get("componentSpec")
+    if isinstance(spec, dict) and spec.get("type") == "promptflow_parallel":
+        view = copy.deepcopy(stored)
+        vspec = view["properties"]["componentSpec"]
+        vspec["type"] = "parallel"
+        vspec.pop("flow_definition_uri", None)
+        vspec.pop("code", None)
+        vspec["task"] = {
+            "type": "run_function",
+            "code": f"azureml:{spec.get('code')}",
+            "entry_script": "driver/amlbi_main.py",
+            "program_arguments": "--amlbi_pf_enabled True",
+            "environment": "azureml://registries/azureml/environments/promptflow-runtime/versions/1",
+        }
+        return view
+    return stored
 
 
 def _merge(target: dict[str, Any], patch: dict[str, Any]) -> None:
@@ -241,12 +333,14 @@ class _Adapter(BaseAdapter):
             body=body,
             raw=raw,
         )
-        status, payload = self.fake.answer(call)
+        reply = self.fake.answer(call)
+        status, payload = reply[0], reply[1]
+        extra: dict[str, str] = reply[2] if len(reply) > 2 else {}  # type: ignore[misc]
         response = requests.Response()
         response.status_code = status
         response.url = url
         response.request = request
-        response.reason = "OK" if status < 400 else "Error"
+        response.reason = "OK" if status < 400 else "The specified resource does not exist."
         content = (
             b""
             if payload is None
@@ -258,6 +352,7 @@ class _Adapter(BaseAdapter):
                 "Content-Type": "application/json",
                 "Content-Length": str(len(content)),
                 "x-ms-request-id": "fake",
+                **extra,
             }
         )
         response.encoding = "utf-8"

@@ -6,6 +6,7 @@ the slots' content (image and app settings) the way App Service does.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -89,8 +90,12 @@ def new_spec() -> DeploymentSpec:
 
 
 def test_deploy_to_slot_then_ab_then_swap(
-    target: AppServiceTarget, app_fake: FakeAzure, monkeypatch: pytest.MonkeyPatch
+    target: AppServiceTarget,
+    app_fake: FakeAzure,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # the SDKs log requests at DEBUG
     monkeypatch.setenv("AOAI_API_KEY", CANARY)
     assert target.get_traffic() == {"r1-old": 100}
 
@@ -155,6 +160,7 @@ def test_deploy_to_slot_then_ab_then_swap(
     assert len(app_fake.find("POST", r"/slotsswap$")) == 2
     assert target.get_traffic() == {"r1-old": 100}
     assert CANARY not in app_fake.all_text()
+    assert "deploying" in caplog.text and CANARY not in caplog.text
 
 
 def test_failed_warm_up_leaves_production_untouched(target: AppServiceTarget, app_fake: FakeAzure) -> None:
@@ -190,3 +196,17 @@ def test_slot_with_live_traffic_is_not_overwritten(target: AppServiceTarget, app
     target.delete("r2-new")
     [delete] = app_fake.find("DELETE", r"/slots/staging$")
     assert delete.path == SLOT
+
+
+def test_first_release_on_a_fresh_app_swaps_into_production(
+    target: AppServiceTarget, app_fake: FakeAzure
+) -> None:
+    # infra created the app with a placeholder image and no release recorded
+    app_fake.put_resource(f"{SITE}/config/appsettings", {"properties": {"WEBSITES_PORT": "8080"}})
+    assert target.get_traffic() == {}
+    target.create_or_update(new_spec(), timeout_s=10)
+    with pytest.raises(TrafficError):
+        target.set_traffic({"r2-new": 50, "r1-old": 50})  # r1-old does not exist here
+    target.set_traffic({"r2-new": 100})
+    assert target.get_traffic() == {"r2-new": 100}
+    assert [d.name for d in target.list_deployments()] == ["r2-new"]

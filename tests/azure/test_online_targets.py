@@ -7,6 +7,7 @@ We assert method, path, api-version and the JSON body fields named in the REST r
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -35,7 +36,7 @@ def spec(name: str, flow: str = "web_classification", **kw: object) -> Deploymen
         name=name,
         image=DIGEST,
         env={"GENAIOPS_RELEASE": name},
-        secret_env={"AOAI_API_KEY": "azureml://connections/aoai/credentials/key"},
+        secret_env={"AOAI_API_KEY": "AOAI_API_KEY"},  # the env var of connection aoai in config
         labels={"git_sha": "0123abc"},
         **kw,  # type: ignore[arg-type]
     )
@@ -51,8 +52,9 @@ def managed(dev_config: EnvironmentConfig, dev_ctx: AzureContext) -> ManagedTarg
 
 
 def test_release_sends_endpoint_deployment_then_traffic(
-    managed: ManagedTarget, fake: FakeAzure, monkeypatch: pytest.MonkeyPatch
+    managed: ManagedTarget, fake: FakeAzure, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)  # the SDKs log requests at DEBUG
     monkeypatch.setenv("AOAI_API_KEY", CANARY)
     managed.ensure_endpoint()
     info = managed.create_or_update(spec("r20261124-0300-aa"), timeout_s=30)
@@ -70,6 +72,8 @@ def test_release_sends_endpoint_deployment_then_traffic(
     assert props["authMode"] == "AADToken"
     assert props["publicNetworkAccess"] == "disabled"
     assert props["traffic"] == {}
+    # the identity may read workspace connections: secrets are injected, never sent
+    assert props["properties"] == {"enforce_access_to_default_secret_stores": "enabled"}
 
     # the flow image is registered as an environment pinned by digest, with the serving routes
     [env_put] = fake.find("PUT", r"/environments/[^/]+/versions/[^/]+$")
@@ -111,6 +115,7 @@ def test_release_sends_endpoint_deployment_then_traffic(
     assert fake.calls.index(traffic_put) > fake.calls.index(dep)
     assert managed.get_traffic() == {"r20261124-0300-aa": 100}
     assert CANARY not in fake.all_text()
+    assert "deploying" in caplog.text and CANARY not in caplog.text
 
 
 def test_blue_green_switch_names_both_deployments(managed: ManagedTarget, fake: FakeAzure) -> None:
@@ -169,6 +174,17 @@ def test_bad_spec_is_refused_before_any_request(
 ) -> None:
     bad = DeploymentSpec(flow="web_classification", name=name, image=image)
     with pytest.raises(UserError, match=message):
+        managed.create_or_update(bad, timeout_s=30)
+    assert fake.writes() == []
+
+
+def test_secret_without_connection_is_refused_before_any_request(
+    managed: ManagedTarget, fake: FakeAzure
+) -> None:
+    bad = DeploymentSpec(
+        flow="web_classification", name="good-name", image=DIGEST, secret_env={"OTHER_KEY": "OTHER_KEY"}
+    )
+    with pytest.raises(UserError, match=r"OTHER_KEY.*not the secret of a connection"):
         managed.create_or_update(bad, timeout_s=30)
     assert fake.writes() == []
 

@@ -32,7 +32,9 @@ class Services:
     def admin(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{self.model_port}{path}", data=data, method="POST" if data else "GET",
+            f"http://127.0.0.1:{self.model_port}{path}",
+            data=data,
+            method="POST" if data else "GET",
             headers={"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -56,8 +58,20 @@ class Exp:
     state: Path
 
     def args(self, command: str, flow: str, *extra: str) -> list[str]:
-        return [command, "--flow", flow, "--env", "local", "--reports-dir", str(self.reports),
-                "--state-dir", str(self.state), "--no-progress", "--no-start", *extra]
+        return [
+            command,
+            "--flow",
+            flow,
+            "--env",
+            "local",
+            "--reports-dir",
+            str(self.reports),
+            "--state-dir",
+            str(self.state),
+            "--no-progress",
+            "--no-start",
+            *extra,
+        ]
 
 
 @pytest.fixture(scope="session")

@@ -46,16 +46,29 @@ def test_registration_skipped_when_unchanged_and_done_when_one_byte_changed(tmp_
         "flow", "support_triage", "2", changed.content_hash, False, "ghi", {}
     )
     assert (registry.asset_path("flow", "support_triage", "2") / "triage.py").is_file()
-    registry.record_selection(Selection("support_triage", "2", "examples=extended", {"params": {}},
-                                        {"exact_match": 0.5}, "run-1", "ghi"))
+    registry.record_selection(
+        Selection(
+            "support_triage", "2", "examples=extended", {"params": {}}, {"exact_match": 0.5}, "run-1", "ghi"
+        )
+    )
     baseline = registry.baseline("support_triage")
     assert baseline is not None and baseline.metrics == {"exact_match": 0.5}
 
 
 def test_register_command_and_gate_regression_against_baseline(exp, capsys) -> None:  # type: ignore[no-untyped-def]
-    common = ["--flow", "support_triage", "--env", "local", "--reports-dir", str(exp.reports),
-              "--state-dir", str(exp.state)]
-    assert main(["evaluate", "--dataset", "support_triage_smoke", "--no-progress", "--no-start", *common]) == 0
+    common = [
+        "--flow",
+        "support_triage",
+        "--env",
+        "local",
+        "--reports-dir",
+        str(exp.reports),
+        "--state-dir",
+        str(exp.state),
+    ]
+    assert (
+        main(["evaluate", "--dataset", "support_triage_smoke", "--no-progress", "--no-start", *common]) == 0
+    )
     assert main(["register", *common]) == 0
     out = capsys.readouterr().out
     assert "flow support_triage: registered new version 1" in out

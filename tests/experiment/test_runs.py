@@ -22,15 +22,24 @@ WC = REPO / "flows" / "web_classification"
 
 
 def _options(exp, flow: str, **more) -> Options:  # type: ignore[no-untyped-def]
-    return Options(flow=flow, env="local", reports_dir=exp.reports, state_dir=exp.state, progress=False,
-                   start_local=False, **more)
+    return Options(
+        flow=flow,
+        env="local",
+        reports_dir=exp.reports,
+        state_dir=exp.state,
+        progress=False,
+        start_local=False,
+        **more,
+    )
 
 
 def test_concurrency_bound_is_respected_and_reached(exp) -> None:  # type: ignore[no-untyped-def]
     exp.services.faults(latency_ms=150)
     before = exp.services.completions()
-    result = pipeline.run(_options(exp, "support_triage", datasets=["support_triage_smoke"], concurrency=3),
-                          with_evaluation=False)
+    result = pipeline.run(
+        _options(exp, "support_triage", datasets=["support_triage_smoke"], concurrency=3),
+        with_evaluation=False,
+    )
     lines = sum(len(r.lines) for r in result.runs)
     assert lines == 4 * 6  # 2 x 2 grid over 6 tickets
     assert result.max_in_flight == 3  # never above the bound, and the bound was used
@@ -41,8 +50,14 @@ def test_429_storm_finishes_with_retries_and_no_lost_lines(exp) -> None:  # type
     exp.services.faults(rate_limit_rate=0.4, retry_after_s=1)
     injected_before = exp.services.admin("/admin/stats")["injected"].get("rate_limit", 0)
     result = pipeline.run(
-        _options(exp, "support_triage", datasets=["support_triage_smoke"], concurrency=8, max_retries=8,
-                 variants={}),
+        _options(
+            exp,
+            "support_triage",
+            datasets=["support_triage_smoke"],
+            concurrency=8,
+            max_retries=8,
+            variants={},
+        ),
         with_evaluation=True,
     )
     injected = exp.services.admin("/admin/stats")["injected"].get("rate_limit", 0) - injected_before
@@ -55,12 +70,16 @@ def test_429_storm_finishes_with_retries_and_no_lost_lines(exp) -> None:  # type
 
 def test_lines_that_still_fail_are_reported_and_fail_the_command(exp, capsys) -> None:  # type: ignore[no-untyped-def]
     exp.services.faults(error_rate=1.0)
-    code = main(exp.args("experiment", "support_triage", "--dataset", "support_triage_smoke", "--max-retries", "1"))
+    code = main(
+        exp.args("experiment", "support_triage", "--dataset", "support_triage_smoke", "--max-retries", "1")
+    )
     err = capsys.readouterr().err
     assert code == 1, err
     assert "line(s) still failed after retries" in err
     report = next((exp.reports / "support_triage").glob("2*"))
-    rows = [json.loads(line) for p in report.glob("runs/*/*/outputs.jsonl") for line in p.read_text().splitlines()]
+    rows = [
+        json.loads(line) for p in report.glob("runs/*/*/outputs.jsonl") for line in p.read_text().splitlines()
+    ]
     assert len(rows) == 4 * 6 and all(row["error"] for row in rows)  # reported, not dropped
 
 
@@ -68,13 +87,23 @@ def test_resume_after_interrupted_run_reuses_completed_lines(exp) -> None:  # ty
     exp.services.faults(latency_ms=250)
     env = dict(os.environ)
     args = exp.args("experiment", "support_triage", "--dataset", "support_triage_full", "--concurrency", "1")
-    proc = subprocess.Popen([sys.executable, "-m", "release.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "release.cli", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cache = exp.state / "experiments" / "cache"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            done = sum(len(p.read_text().splitlines()) for p in cache.glob("*/*/lines.jsonl")) if cache.exists() else 0
+            done = (
+                sum(len(p.read_text().splitlines()) for p in cache.glob("*/*/lines.jsonl"))
+                if cache.exists()
+                else 0
+            )
             if done >= 3 or proc.poll() is not None:
                 break
             time.sleep(0.1)
@@ -89,12 +118,16 @@ def test_resume_after_interrupted_run_reuses_completed_lines(exp) -> None:  # ty
     assert cached >= 3
     exp.services.faults(latency_ms=0)
     before = exp.services.completions()
-    result = pipeline.run(_options(exp, "support_triage", datasets=["support_triage_full"]), with_evaluation=False)
+    result = pipeline.run(
+        _options(exp, "support_triage", datasets=["support_triage_full"]), with_evaluation=False
+    )
     total = sum(len(r.lines) for r in result.runs)
     reused = sum(r.cached_lines for r in result.runs)
     assert total == 4 * 14 and reused == cached
     assert exp.services.completions() - before == 2 * (total - reused)  # only the missing lines ran
-    again = pipeline.run(_options(exp, "support_triage", datasets=["support_triage_full"]), with_evaluation=False)
+    again = pipeline.run(
+        _options(exp, "support_triage", datasets=["support_triage_full"]), with_evaluation=False
+    )
     assert sum(r.cached_lines for r in again.runs) == total  # nothing changed: everything reused
 
 
@@ -106,8 +139,18 @@ def evaluated(services, tmp_path_factory):  # type: ignore[no-untyped-def]
     mp.setenv("GENAIOPS_MODEL_PORT", str(services.model_port))
     mp.setenv("GENAIOPS_PAGES_PORT", str(services.pages_port))
     mp.setenv("LOCAL_MODEL_API_KEY", services.api_key)
-    args = ["--flow", "web_classification", "--env", "local", "--reports-dir", str(root / "reports"),
-            "--state-dir", str(root / "state"), "--no-progress", "--no-start"]
+    args = [
+        "--flow",
+        "web_classification",
+        "--env",
+        "local",
+        "--reports-dir",
+        str(root / "reports"),
+        "--state-dir",
+        str(root / "state"),
+        "--no-progress",
+        "--no-start",
+    ]
     code = main(["evaluate", *args])
     yield code, root, args
     mp.undo()
@@ -116,7 +159,9 @@ def evaluated(services, tmp_path_factory):  # type: ignore[no-untyped-def]
 def test_gate_passes_and_records_the_selection(evaluated) -> None:  # type: ignore[no-untyped-def]
     code, root, _ = evaluated
     assert code == 0
-    selection = json.loads((root / "reports" / "web_classification" / "latest" / "selection.json").read_text())
+    selection = json.loads(
+        (root / "reports" / "web_classification" / "latest" / "selection.json").read_text()
+    )
     assert selection["variant_id"].startswith("summarize_text_content=")
     assert selection["params"]["classify_with_llm.temperature"] == 0.0  # the noisy temperature lost
     assert selection["metrics"]["accuracy"] >= 0.6
@@ -145,9 +190,15 @@ def test_report_files_and_content(evaluated, services) -> None:  # type: ignore[
 
 def test_second_evaluation_gets_a_new_folder(evaluated) -> None:  # type: ignore[no-untyped-def]
     _, root, args = evaluated
-    before = {p.name: p.stat().st_mtime_ns for p in (root / "reports" / "web_classification").glob("2*/metrics.json")}
+    before = {
+        p.name: p.stat().st_mtime_ns
+        for p in (root / "reports" / "web_classification").glob("2*/metrics.json")
+    }
     assert main(["evaluate", "--no-gate", "--dataset", "web_classification_smoke", *args]) == 0
-    after = {p.name: p.stat().st_mtime_ns for p in (root / "reports" / "web_classification").glob("2*/metrics.json")}
+    after = {
+        p.name: p.stat().st_mtime_ns
+        for p in (root / "reports" / "web_classification").glob("2*/metrics.json")
+    }
     folders = list((root / "reports" / "web_classification").glob("2*"))
     assert len(folders) == 2
     for name, mtime in before.items():
@@ -167,4 +218,8 @@ def test_gate_fails_a_bad_variant_set(evaluated, tmp_path: Path, capsys) -> None
     err = capsys.readouterr().err
     assert code == 1, err
     assert "gate failed for web_classification" in err
-    assert "accuracy = " in err and "below the threshold min 0.9" in err and "variant summarize_text_content=" in err
+    assert (
+        "accuracy = " in err
+        and "below the threshold min 0.9" in err
+        and "variant summarize_text_content=" in err
+    )

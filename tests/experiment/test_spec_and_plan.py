@@ -56,10 +56,15 @@ def engine(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 
 
 def _template_use_case(root: Path) -> Path:
-    shutil.copytree(WC, root / "flows" / "experiment", ignore=shutil.ignore_patterns("evaluation", "data", "pages"))
+    shutil.copytree(
+        WC, root / "flows" / "experiment", ignore=shutil.ignore_patterns("evaluation", "data", "pages")
+    )
     shutil.copytree(WC / "evaluation", root / "flows" / "evaluation")
     (root / "data").mkdir()
-    rows = [{"url": "https://www.example.org/a", "answer": "App"}, {"url": "https://example.org/b", "answer": "Movie"}]
+    rows = [
+        {"url": "https://www.example.org/a", "answer": "App"},
+        {"url": "https://example.org/b", "answer": "Movie"},
+    ]
     text = "".join(json.dumps(r) + "\n" for r in rows)
     (root / "data" / "data.jsonl").write_text(text)
     (root / "data" / "eval_data.jsonl").write_text(text)
@@ -75,7 +80,7 @@ def test_template_experiment_loads_unchanged_and_plans(tmp_path: Path, engine) -
     plan = build_plan(experiment, engine, flow_name="web_classification")
     # template mode over the node variants of summarize_text_content: variant_0 and variant_1
     assert sorted(v.variants["summarize_text_content"] for v in plan.variants) == ["variant_0", "variant_1"]
-    assert [job.inputs[0] for job in plan.runs][0] == {"url": "https://www.example.org/a"}
+    assert plan.runs[0].inputs[0] == {"url": "https://www.example.org/a"}
 
 
 def test_overlay_merges_named_items_and_overrides(tmp_path: Path) -> None:
@@ -89,7 +94,9 @@ def test_overlay_merges_named_items_and_overrides(tmp_path: Path) -> None:
 
 def test_template_and_grid_expansion(engine) -> None:  # type: ignore[no-untyped-def]
     experiment = load_experiment(WC / "experiment.yaml", "local").model_copy(
-        update={"hyperparameters": {"classify_with_llm.temperature": [0.0, 1.0], "max_tokens": [64, 128, 256]}}
+        update={
+            "hyperparameters": {"classify_with_llm.temperature": [0.0, 1.0], "max_tokens": [64, 128, 256]}
+        }
     )
     info = engine.describe(WC)
     template = expand(experiment, info, "template")
@@ -97,18 +104,24 @@ def test_template_and_grid_expansion(engine) -> None:  # type: ignore[no-untyped
     # template: default point, + variant_1, + temperature 1.0, + max_tokens 128 and 256 (others at first value)
     assert len(template) == 5
     assert sum(1 for v in template if v.variants["summarize_text_content"] == "variant_1") == 1
-    assert all(v.params["max_tokens"] == 64 for v in template if v.params["classify_with_llm.temperature"] == 1.0)
+    assert all(
+        v.params["max_tokens"] == 64 for v in template if v.params["classify_with_llm.temperature"] == 1.0
+    )
     # grid: 2 variants x 2 temperatures x 3 max_tokens
     assert len(grid) == 12
     assert len({v.id for v in grid}) == 12
-    restricted = expand(experiment.model_copy(update={"variants": {"summarize_text_content": ["variant_1"]}}), info, "grid")
+    restricted = expand(
+        experiment.model_copy(update={"variants": {"summarize_text_content": ["variant_1"]}}), info, "grid"
+    )
     assert {v.variants["summarize_text_content"] for v in restricted} == {"variant_1"}
 
 
 def test_variant_overrides_reach_the_resolved_flow(engine) -> None:  # type: ignore[no-untyped-def]
     from release.engine.base import FlowVariant
 
-    variant = FlowVariant({"summarize_text_content": "variant_1"}, {"classify_with_llm.temperature": 0.7, "max_tokens": 50})
+    variant = FlowVariant(
+        {"summarize_text_content": "variant_1"}, {"classify_with_llm.temperature": 0.7, "max_tokens": 50}
+    )
     dag = engine.resolved_dag(WC, variant, {"local_openai": "aoai"})
     nodes = {n["name"]: n for n in dag["nodes"]}
     assert nodes["summarize_text_content"]["source"]["path"] == "summarize_text_content__variant_1.jinja2"
@@ -134,13 +147,22 @@ def _bad_experiment(tmp_path: Path, change: str) -> Path:
     ("change", "expected"),
     [
         ("data/full.jsonl => data/nope.jsonl", "datasets[1].source: dataset file"),
-        ("mode: template => variants: {summarize_text_content: [variant_9]}",
-         "variants.summarize_text_content: unknown variant 'variant_9'"),
-        ('groundtruth: "${data.category}" => groundtruth: "${data.label}"',
-         "mappings.groundtruth: ${data.label} names column 'label'"),
-        ('url: "${data.url}" => link: "${data.url}"', "datasets[0].mappings.link: the flow has no input 'link'"),
-        ('prediction: "${run.outputs.category}" => prediction: "${run.outputs.kind}"',
-         "the flow has no output 'kind'"),
+        (
+            "mode: template => variants: {summarize_text_content: [variant_9]}",
+            "variants.summarize_text_content: unknown variant 'variant_9'",
+        ),
+        (
+            'groundtruth: "${data.category}" => groundtruth: "${data.label}"',
+            "mappings.groundtruth: ${data.label} names column 'label'",
+        ),
+        (
+            'url: "${data.url}" => link: "${data.url}"',
+            "datasets[0].mappings.link: the flow has no input 'link'",
+        ),
+        (
+            'prediction: "${run.outputs.category}" => prediction: "${run.outputs.kind}"',
+            "the flow has no output 'kind'",
+        ),
         ("classify_with_llm.temperature: => classify_llm.temperature:", "unknown LLM node 'classify_llm'"),
     ],
 )

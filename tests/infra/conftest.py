@@ -50,13 +50,26 @@ def variant_raw() -> dict[str, Any]:
     raw["key_vault"]["authorization"] = "access_policies"
     raw["identities"]["readers"] = ["22222222-2222-2222-2222-222222222222"]
     raw["connections"] += [
-        {"name": "search", "category": "CognitiveSearch", "target": "https://s.search.windows.net",
-         "auth_type": "ApiKey", "secret": {"key_vault_secret": "search-key"}},
-        {"name": "aoai_aad", "category": "AzureOpenAI", "target": "https://x.openai.azure.com/",
-         "auth_type": "AAD", "api_type": "azure", "api_version": "2024-02-01"},
+        {
+            "name": "search",
+            "category": "CognitiveSearch",
+            "target": "https://s.search.windows.net",
+            "auth_type": "ApiKey",
+            "secret": {"key_vault_secret": "search-key"},
+        },
+        {
+            "name": "aoai_aad",
+            "category": "AzureOpenAI",
+            "target": "https://x.openai.azure.com/",
+            "auth_type": "AAD",
+            "api_type": "azure",
+            "api_version": "2024-02-01",
+        },
     ]
     raw["flows"]["support_triage"]["deployment"] = {
-        "target": "kubernetes", "aks_cluster_id": AKS, "legacy_inference_cluster": True,
+        "target": "kubernetes",
+        "aks_cluster_id": AKS,
+        "legacy_inference_cluster": True,
         "auth_mode": "aml_token",
     }
     return raw
@@ -116,7 +129,7 @@ def stacks(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="session")
-def bare(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """Each construct in its own bare stack, all synthesized by one App."""
     import cdktf
     from cdktf_cdktf_provider_azurerm.provider import AzurermProvider
@@ -129,7 +142,7 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     from infra.components.key_vault_access import KeyVaultAccess
     from infra.components.kubernetes import KubernetesCompute
     from infra.components.workspace import Workspace
-    from release.config import AppServiceTarget, EnvironmentConfig, KubernetesTarget
+    from release.config import AppServiceTarget, KubernetesTarget
 
     out = tmp_path_factory.mktemp("bare")
     app = cdktf.App(outdir=str(out), stack_traces=False)
@@ -145,7 +158,9 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
 
     s, _ = stack("access")
     Access(
-        s, "access", subscription_id=SUBSCRIPTION,
+        s,
+        "access",
+        subscription_id=SUBSCRIPTION,
         scopes=Scopes(workspace_id="/ws/id", registry_id="/acr/id", storage_id="/st/id"),
         deployer=Principal("deployer", DEPLOYER),
         runtime=[Principal("ep", "33333333-3333-3333-3333-333333333333", managed_identity=True)],
@@ -155,37 +170,63 @@ def bare(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     for mode in ("rbac", "access_policies"):
         s, _ = stack(f"kv_{mode}")
         KeyVaultAccess(
-            s, "kv", subscription_id=SUBSCRIPTION, tenant_id=SUBSCRIPTION, key_vault_id="/kv/id",
+            s,
+            "kv",
+            subscription_id=SUBSCRIPTION,
+            tenant_id=SUBSCRIPTION,
+            key_vault_id="/kv/id",
             authorization=mode,  # type: ignore[arg-type]
             readers=[Principal("ep", "33333333-3333-3333-3333-333333333333")],
             writers=[Principal("deployer", DEPLOYER)],
         )
 
-    variant = EnvironmentConfig.model_validate(variant_raw())
+    variant = load_config("variant", config_dir)
     s, azapi = stack("connections")
-    Connections(s, "conn", provider=azapi, workspace_id="/ws/id", key_vault_id="/kv/id",
-                connections=variant.connections)
+    Connections(
+        s,
+        "conn",
+        provider=azapi,
+        workspace_id="/ws/id",
+        key_vault_id="/kv/id",
+        connections=variant.connections,
+    )
 
     s, azapi = stack("endpoint")
     for auth, require in (("aad_token", True), ("key", False)):
-        OnlineEndpoint(s, f"ep_{auth}", provider=azapi, name=f"ep-{auth.replace('_', '-')}",
-                       workspace_id="/ws/id", location="westeurope", auth_mode=auth,  # type: ignore[arg-type]
-                       require_aad=require, public_network_access=False)
+        OnlineEndpoint(
+            s,
+            f"ep_{auth}",
+            provider=azapi,
+            name=f"ep-{auth.replace('_', '-')}",
+            workspace_id="/ws/id",
+            location="westeurope",
+            auth_mode=auth,  # type: ignore[arg-type]
+            require_aad=require,
+            public_network_access=False,
+        )
 
     for legacy in (False, True):
         s, azapi = stack(f"kubernetes_{'legacy' if legacy else 'extension'}")
         KubernetesCompute(
-            s, "k8s", provider=azapi, workspace_id="/ws/id", location="westeurope",
-            target=KubernetesTarget(target="kubernetes", aks_cluster_id=AKS,
-                                    legacy_inference_cluster=legacy),
+            s,
+            "k8s",
+            provider=azapi,
+            workspace_id="/ws/id",
+            location="westeurope",
+            target=KubernetesTarget(target="kubernetes", aks_cluster_id=AKS, legacy_inference_cluster=legacy),
         )
 
     s, _ = stack("webapp")
-    WebApp(s, "web", target=AppServiceTarget(target="appservice", health_check_path="/health"),
-           app_name="app1", plan_name="plan1", resource_group_name="rg", location="westeurope",
-           registry_login_server="acr1.azurecr.io")
+    WebApp(
+        s,
+        "web",
+        target=AppServiceTarget(target="appservice", health_check_path="/health"),
+        app_name="app1",
+        plan_name="plan1",
+        resource_group_name="rg",
+        location="westeurope",
+        registry_login_server="acr1.azurecr.io",
+    )
 
     app.synth()
-    return {
-        p.parent.name: json.loads(p.read_text()) for p in (out / "stacks").glob("*/cdk.tf.json")
-    }
+    return {p.parent.name: json.loads(p.read_text()) for p in (out / "stacks").glob("*/cdk.tf.json")}

@@ -80,12 +80,27 @@ def test_grant_refuses_privileged_roles_and_subscription_scope() -> None:
     stack = cdktf.TerraformStack(cdktf.App(), "guard")
     deployer = Principal("deployer", DEPLOYER)
     with pytest.raises(ValueError, match="privileged"):
-        grant(stack, "a", subscription_id="s", role_name="Contributor", resource_id="/x/y", principal=deployer)
+        grant(
+            stack, "a", subscription_id="s", role_name="Contributor", resource_id="/x/y", principal=deployer
+        )
     with pytest.raises(ValueError, match="whole subscription"):
-        grant(stack, "b", subscription_id="s", role_name="AcrPull",
-              resource_id="/subscriptions/00000000-0000-0000-0000-000000000000", principal=deployer)
-    with pytest.raises(KeyError, match="roles.py"):
-        grant(stack, "c", subscription_id="s", role_name="Key Vault Reader", resource_id="/x", principal=deployer)
+        grant(
+            stack,
+            "b",
+            subscription_id="s",
+            role_name="AcrPull",
+            resource_id="/subscriptions/00000000-0000-0000-0000-000000000000",
+            principal=deployer,
+        )
+    with pytest.raises(KeyError, match=r"roles\.py"):
+        grant(
+            stack,
+            "c",
+            subscription_id="s",
+            role_name="Key Vault Reader",
+            resource_id="/x",
+            principal=deployer,
+        )
 
 
 def test_key_vault_rbac_grants_secrets_user_not_reader(bare: dict[str, Any]) -> None:
@@ -165,7 +180,9 @@ def test_kubernetes_attach_extension_by_default(bare: dict[str, Any]) -> None:
     props = compute["body"]["properties"]
     assert props["computeType"] == "Kubernetes" and props["resourceId"] == AKS
     assert props["properties"]["namespace"] == "azureml"
-    assert compute["depends_on"] == [f"azurerm_kubernetes_cluster_extension.{next(iter(doc['resource']['azurerm_kubernetes_cluster_extension']))}"]
+    assert compute["depends_on"] == [
+        f"azurerm_kubernetes_cluster_extension.{next(iter(doc['resource']['azurerm_kubernetes_cluster_extension']))}"
+    ]
     assert resources(doc, "azurerm_machine_learning_inference_cluster") == []
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -81,66 +83,70 @@ def test_up_status_up_down_via_cli(tmp_path: Path) -> None:
     env = _cli_env(state_dir, ports)
     external_engine = net.docker_ping(DEFAULT_DOCKER_SOCKET)
 
-    up = _run(["up"], env)
-    assert up.returncode == 0, up.stderr + up.stdout
-    assert "ready in" in up.stdout
-    status = _run(["status", "--json"], env)
-    assert status.returncode == 0, status.stderr
-    components = {c["name"]: c for c in json.loads(status.stdout)["components"]}
-    assert set(components) == {"docker", "registry", "router", "model", "pages"}
-    for name in ("registry", "router", "model", "pages"):
-        assert components[name]["state"] == "healthy", components[name]
-        assert components[name]["port"] == ports[name]
-        assert procs.is_alive(components[name]["pid"])
-    docker = components["docker"]
-    if external_engine:
-        assert docker["state"] == "external" and docker["owned"] is False
-    else:  # the CI path: no engine runs, so `up` started our own dockerd
-        assert docker["state"] == "healthy" and docker["owned"] is True
-        assert "genaiops-" in docker["url"]
-        assert net.docker_ping(docker["url"])
-    pids = {n: c["pid"] for n, c in components.items()}
+    try:
+        up = _run(["up"], env)
+        assert up.returncode == 0, up.stderr + up.stdout
+        assert "ready in" in up.stdout
+        status = _run(["status", "--json"], env)
+        assert status.returncode == 0, status.stderr
+        components = {c["name"]: c for c in json.loads(status.stdout)["components"]}
+        assert set(components) == {"docker", "registry", "router", "model", "pages"}
+        for name in ("registry", "router", "model", "pages"):
+            assert components[name]["state"] == "healthy", components[name]
+            assert components[name]["port"] == ports[name]
+            assert procs.is_alive(components[name]["pid"])
+        docker = components["docker"]
+        if external_engine:
+            assert docker["state"] == "external" and docker["owned"] is False
+        else:  # the CI path: no engine runs, so `up` started our own dockerd
+            assert docker["state"] == "healthy" and docker["owned"] is True
+            assert "genaiops-" in docker["url"]
+            assert net.docker_ping(docker["url"])
+        pids = {n: c["pid"] for n, c in components.items()}
 
-    # Real services answer on 127.0.0.1.
-    assert net.http_status("/v2/", ports["registry"]) == 200
-    assert net.http_status("/health", ports["pages"]) == 200
-    assert net.http_status("/web_classification/score", ports["router"]) == 503
-    assert net.http_status("/health", ports["model"]) == 200
+        # Real services answer on 127.0.0.1.
+        assert net.http_status("/v2/", ports["registry"]) == 200
+        assert net.http_status("/health", ports["pages"]) == 200
+        assert net.http_status("/web_classification/score", ports["router"]) == 503
+        assert net.http_status("/health", ports["model"]) == 200
 
-    if not external_engine:  # a running container: its containerd shim must go with `down`
-        _run_sleeping_container(docker["url"])
+        if not external_engine:  # a running container: its containerd shim must go with `down`
+            _run_sleeping_container(docker["url"])
 
-    again = _run(["up"], env)
-    assert again.returncode == 0, again.stderr
-    assert "nothing changed" in again.stdout
-    status2 = json.loads(_run(["status", "--json"], env).stdout)
-    assert {c["name"]: c["pid"] for c in status2["components"]} == pids
+        again = _run(["up"], env)
+        assert again.returncode == 0, again.stderr
+        assert "nothing changed" in again.stdout
+        status2 = json.loads(_run(["status", "--json"], env).stdout)
+        assert {c["name"]: c["pid"] for c in status2["components"]} == pids
 
-    runtime_dir = LocalEnvironment(LocalSettings(state_dir=str(state_dir))).runtime_dir
-    running = [procs.cmdline(pid) for pid in _ours(state_dir, str(runtime_dir))]
-    assert running, "the environment's processes should be visible in /proc"
-    if not external_engine:
-        assert any("containerd-shim" in line for line in running), running
+        assert CANARY not in procs.cmdline(pids["model"])  # the key is never on a command line
+        runtime_dir = LocalEnvironment(LocalSettings(state_dir=str(state_dir))).runtime_dir
+        running = [procs.cmdline(pid) for pid in _ours(state_dir, str(runtime_dir))]
+        assert running, "the environment's processes should be visible in /proc"
+        if not external_engine:
+            assert any("containerd-shim" in line for line in running), running
 
-    down = _run(["down"], env)
-    assert down.returncode == 0, down.stderr + down.stdout
-    for pid in pids.values():
-        assert pid is None or not procs.is_alive(pid)
-    assert _ours(state_dir, str(runtime_dir)) == []
-    for port in ports.values():
-        assert net.port_is_free(port), port
-    if external_engine:
-        assert net.docker_ping(DEFAULT_DOCKER_SOCKET), "an engine we did not start must keep running"
-    else:
-        assert not net.docker_ping(docker["url"])
-        assert not runtime_dir.exists()
+        down = _run(["down"], env)
+        assert down.returncode == 0, down.stderr + down.stdout
+        for pid in pids.values():
+            assert pid is None or not procs.is_alive(pid)
+        assert _ours(state_dir, str(runtime_dir)) == []
+        for port in ports.values():
+            assert net.port_is_free(port), port
+        if external_engine:
+            assert net.docker_ping(DEFAULT_DOCKER_SOCKET), "an engine we did not start must keep running"
+        else:
+            assert not net.docker_ping(docker["url"])
+            assert not runtime_dir.exists()
 
-    # The canary key reached the model server through its environment only.
-    shown = up.stdout + up.stderr + status.stdout + again.stdout + down.stdout + down.stderr
-    assert CANARY not in shown
-    for path in state_dir.rglob("*"):
-        if path.is_file() and path.stat().st_size < 5_000_000:
-            assert CANARY.encode() not in path.read_bytes(), path
+        # The canary key reached the model server through its environment only.
+        shown = up.stdout + up.stderr + status.stdout + again.stdout + down.stdout + down.stderr
+        assert CANARY not in shown
+        for path in state_dir.rglob("*"):
+            if path.is_file() and path.stat().st_size < 5_000_000:
+                assert CANARY.encode() not in path.read_bytes(), path
+    finally:  # a failed assertion must not leave the environment running
+        _run(["down"], env)
 
 
 def test_taken_port_is_a_clear_error_and_starts_nothing(tmp_path: Path) -> None:
@@ -177,6 +183,7 @@ def test_failure_midway_stops_what_was_started(tmp_path: Path) -> None:
             env.up(only=["registry", "router", "model", "pages"])
     finally:
         blocker.close()
+        env.down()  # a no-op when the rollback worked (asserted below via /proc)
     assert any(line.startswith("registry: ready") for line in lines)
     assert all(s.state == "stopped" for s in env.status())
     assert _ours(tmp_path, str(env.runtime_dir)) == []
@@ -217,3 +224,55 @@ def test_pages_are_served_from_flows(tmp_path: Path) -> None:
     finally:
         env.down()
     assert net.port_is_free(ports["pages"])
+
+
+def test_model_key_change_restarts_the_model_endpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ports = _free_ports()
+    settings = LocalSettings(state_dir=str(tmp_path), ports=LocalPorts(**ports))
+    monkeypatch.setenv("LOCAL_MODEL_API_KEY", "sk-first-key-for-this-test")
+    env = LocalEnvironment(settings, log=lambda line: None)
+    try:
+        assert env.up(only=["model"]).started == ["model"]
+        assert env.up(only=["model"]).started == []
+        monkeypatch.setenv("LOCAL_MODEL_API_KEY", "sk-second-key-for-this-test")
+        assert env.up(only=["model"]).started == ["model"]
+        conn = http.client.HTTPConnection("127.0.0.1", ports["model"], timeout=10)
+        conn.request("GET", "/v1/models", headers={"Authorization": "Bearer sk-second-key-for-this-test"})
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        env.down()
+
+
+def test_up_restarts_a_dead_component_only(tmp_path: Path) -> None:
+    ports = _free_ports()
+    env = LocalEnvironment(
+        LocalSettings(state_dir=str(tmp_path), ports=LocalPorts(**ports)), log=lambda line: None
+    )
+    try:
+        env.up(only=["router", "pages"])
+        before = {s.name: s.pid for s in env.status()}
+        os.kill(before["pages"], signal.SIGKILL)
+        procs.wait_gone([before["pages"]], 10)
+        assert {s.name: s.state for s in env.status()}["pages"] == "stopped"
+        assert env.up(only=["router", "pages"]).started == ["pages"]
+        after = {s.name: s.pid for s in env.status()}
+        assert after["router"] == before["router"] and after["pages"] != before["pages"]
+    finally:
+        env.down()
+    assert _ours(tmp_path, str(env.runtime_dir)) == []
+
+
+def test_a_stale_socket_is_not_an_engine(tmp_path: Path) -> None:
+    stale = tmp_path / "stale.sock"
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(stale))
+    sock.close()  # the file stays, nobody listens
+    assert stale.exists() and not net.docker_ping(f"unix://{stale}", timeout_s=2)
+    with socket.socket(socket.AF_UNIX) as mute:  # listens but never answers like Docker
+        mute.bind(str(tmp_path / "mute.sock"))
+        mute.listen()
+        assert not net.docker_ping(f"unix://{tmp_path / 'mute.sock'}", timeout_s=0.5)
+    assert not net.docker_ping(f"unix://{tmp_path / 'missing.sock'}")

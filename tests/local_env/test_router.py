@@ -194,3 +194,10 @@ def test_bad_routes_change_nothing(router: Router, upstreams: dict[str, Upstream
     assert router.flow_routes("guard") == {"blue": Route(f"127.0.0.1:{upstreams['blue'].port}", 100)}
     got = _get(router.port, "/guard/score")
     assert got[1] == "blue"
+
+
+def test_set_routes_needs_a_running_router(tmp_path: Path) -> None:
+    stopped = Router(tmp_path, net.free_port())
+    with pytest.raises(RouterError, match="local up"):
+        stopped.set_routes("flow", {"blue": (net.free_port(), 100)})
+    assert stopped.routes() == {}

@@ -34,7 +34,10 @@ def pm() -> ModuleType:
 @pytest.fixture(scope="session")
 def azure_pipelines(pm: ModuleType) -> dict[str, Any]:
     """pr/dev/prod compiled with their templates: {name: Expansion}."""
-    return {name: pm.AzureExpander().expand_pipeline(pm.AZURE_DIR / f"{name}.yml") for name in ("pr", "dev", "prod")}
+    return {
+        name: pm.AzureExpander().expand_pipeline(pm.AZURE_DIR / f"{name}.yml")
+        for name in ("pr", "dev", "prod")
+    }
 
 
 @pytest.fixture(scope="session")

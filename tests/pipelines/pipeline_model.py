@@ -51,7 +51,7 @@ _Yaml12Loader.add_implicit_resolver(
 
 def load_yaml(path: Path) -> Any:
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)  # noqa: S506
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Yaml12Loader)
     except yaml.YAMLError as exc:
         raise TemplateError(f"{path}: not valid YAML: {exc}") from None
 
@@ -59,7 +59,9 @@ def load_yaml(path: Path) -> Any:
 # --------------------------------------------------------------------------- expressions
 
 
-_TOKEN = re.compile(r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.\-]*)|(?P<op>[(),\[\]]))")
+_TOKEN = re.compile(
+    r"\s*(?:(?P<str>'(?:[^']|'')*')|(?P<num>\d+(?:\.\d+)?)|(?P<name>[A-Za-z_][\w.\-]*)|(?P<op>[(),\[\]]))"
+)
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:

@@ -64,7 +64,9 @@ def test_triggers(azure_pipelines: dict[str, Any]) -> None:
     assert prod["pr"] == "none" and set(prod["trigger"]["branches"]["include"]) == {"main", "release/*"}
 
 
-def test_stages_that_deploy_depend_on_the_stage_that_gates(pm: ModuleType, azure_pipelines: dict[str, Any]) -> None:
+def test_stages_that_deploy_depend_on_the_stage_that_gates(
+    pm: ModuleType, azure_pipelines: dict[str, Any]
+) -> None:
     for name in ("dev", "prod"):
         document = azure_pipelines[name].document
         deps = pm.stage_dependencies(document)
@@ -76,15 +78,33 @@ def test_stages_that_deploy_depend_on_the_stage_that_gates(pm: ModuleType, azure
         plan = [s for s, k in kinds.items() if ("make", "plan") in k]
         assert apply and plan and all(plan[0] in pm.transitive(deps, s) for s in apply), name
     # the gate really is in the way: a deploy stage without the dependency is reported
-    broken = {"stages": [{"stage": "gate", "dependsOn": [], "jobs": [{"job": "g", "steps": [{"script": "make evaluate FLOW=x"}]}]},
-                         {"stage": "deploy", "dependsOn": [], "jobs": [{"job": "d", "steps": [{"script": ".venv/bin/genaiops deploy --flow x"}]}]}]}
+    broken = {
+        "stages": [
+            {
+                "stage": "gate",
+                "dependsOn": [],
+                "jobs": [{"job": "g", "steps": [{"script": "make evaluate FLOW=x"}]}],
+            },
+            {
+                "stage": "deploy",
+                "dependsOn": [],
+                "jobs": [{"job": "d", "steps": [{"script": ".venv/bin/genaiops deploy --flow x"}]}],
+            },
+        ]
+    }
     assert pm.ungated(pm.azure_units(broken), pm.stage_dependencies(broken)) == ["deploy"]
 
 
 def test_pr_pipeline_gates_and_publishes_reports(pm: ModuleType, azure_pipelines: dict[str, Any]) -> None:
     document = azure_pipelines["pr"].document
     kinds = set().union(*(pm.kinds(s) for s in pm.azure_units(document).values()))
-    assert {("make", "lint"), ("make", "test"), ("make", "synth"), ("make", "scan"), ("genaiops", "gate")} <= kinds
+    assert {
+        ("make", "lint"),
+        ("make", "test"),
+        ("make", "synth"),
+        ("make", "scan"),
+        ("genaiops", "gate"),
+    } <= kinds
     assert not kinds & (pm.DEPLOYS | pm.PROMOTES | {("make", "apply")}), "a PR must not change anything"
     scans = [c for s in pm.step_scripts(document) for c in pm.commands(s) if c.args[:1] == ("scan",)]
     assert {a for c in scans for a in c.args if a.startswith("ENV=")} == {"ENV=dev", "ENV=prod"}
@@ -94,10 +114,12 @@ def test_pr_pipeline_gates_and_publishes_reports(pm: ModuleType, azure_pipelines
         tasks = [s.get("task") for s in steps]
         assert "PublishPipelineArtifact@1" in tasks, job["job"]
         changed = next(s for s in steps if s.get("name") == "changed")
-        assert "--base \"origin/$(System.PullRequest.TargetBranch)\"" in changed["script"]
+        assert '--base "origin/$(System.PullRequest.TargetBranchName)"' in changed["script"]
 
 
-def test_prod_deploys_behind_environment_with_automatic_rollback(azure_pipelines: dict[str, Any], pm: ModuleType) -> None:
+def test_prod_deploys_behind_environment_with_automatic_rollback(
+    azure_pipelines: dict[str, Any], pm: ModuleType
+) -> None:
     document = azure_pipelines["prod"].document
     by_name = {s["stage"]: s for s in document["stages"]}
     for stage in ("apply", "deploy"):
@@ -107,7 +129,9 @@ def test_prod_deploys_behind_environment_with_automatic_rollback(azure_pipelines
         failure = job["strategy"]["runOnce"]["on"]["failure"]["steps"]
         assert ("make", "rollback") in pm.kinds(pm.step_scripts(failure))
     kinds = set().union(*(pm.kinds(s) for s in pm.azure_units(document).values()))
-    assert ("make", "build") not in kinds and ("genaiops", "push") not in kinds, "prod promotes, never rebuilds"
+    assert ("make", "build") not in kinds and ("genaiops", "push") not in kinds, (
+        "prod promotes, never rebuilds"
+    )
     assert ("make", "promote") in kinds
     apply_steps = by_name["apply"]["jobs"][0]["strategy"]["runOnce"]["deploy"]["steps"]
     download = next(s for s in apply_steps if s.get("task") == "DownloadPipelineArtifact@2")
@@ -129,17 +153,30 @@ def test_azure_sign_in_is_workload_identity_and_secrets_stay_out_of_logs(
         for script in pm.step_scripts(expansion.document):
             for command in pm.commands(script):
                 if command.tool == "set":
-                    assert not any("x" in a for a in command.args if a.startswith("-")), "set -x echoes secrets"
+                    assert not any("x" in a for a in command.args if a.startswith("-")), (
+                        "set -x echoes secrets"
+                    )
 
 
-def test_each_stage_uses_its_environments_variable_group(pm: ModuleType, azure_pipelines: dict[str, Any]) -> None:
+def test_each_stage_uses_its_environments_variable_group(
+    pm: ModuleType, azure_pipelines: dict[str, Any]
+) -> None:
     for name, expansion in azure_pipelines.items():
         for stage in expansion.document["stages"]:
             groups = [v["group"] for v in stage.get("variables", []) if "group" in v]
-            envs = {a.split("=", 1)[1] for s in pm.step_scripts(stage) for c in pm.commands(s)
-                    for a in c.args if a.startswith("ENV=")}
-            envs |= {c.args[c.args.index("--env") + 1] for s in pm.step_scripts(stage) for c in pm.commands(s)
-                     if "--env" in c.args}
+            envs = {
+                a.split("=", 1)[1]
+                for s in pm.step_scripts(stage)
+                for c in pm.commands(s)
+                for a in c.args
+                if a.startswith("ENV=")
+            }
+            envs |= {
+                c.args[c.args.index("--env") + 1]
+                for s in pm.step_scripts(stage)
+                for c in pm.commands(s)
+                if "--env" in c.args
+            }
             if any(str(st.get("task", "")).startswith("AzureCLI@") for st in pm.steps_of(stage)):
                 assert len(groups) == 1, (name, stage["stage"])
                 assert envs <= {groups[0].removeprefix("genaiops-")}, (name, stage["stage"], envs)
@@ -177,7 +214,9 @@ def test_pipeline_flow_lists_match_the_config(pm: ModuleType) -> None:
         for flow in flows:
             assert configured["local"][flow["name"]].path in flow["paths"], (pipeline, flow)
             if pipeline == "pr":  # the PR dataset is a dataset of the flow's experiment
-                experiment = load_experiment(pm.REPO / configured["local"][flow["name"]].path / "experiment.yaml")
+                experiment = load_experiment(
+                    pm.REPO / configured["local"][flow["name"]].path / "experiment.yaml"
+                )
                 assert flow["dataset"] in [d.name for d in experiment.datasets], flow
 
 
@@ -185,7 +224,47 @@ def test_pr_gate_runs_only_the_pr_dataset(pm: ModuleType, azure_pipelines: dict[
     gate = next(s for s in azure_pipelines["pr"].document["stages"] if s["stage"] == "gate")
     for job in gate["jobs"]:
         flow = job["job"].removeprefix("gate_")
-        runs = [c for s in pm.step_scripts(job) for c in pm.commands(s) if c.args[:1] in (("experiment",), ("evaluate",))]
+        runs = [
+            c
+            for s in pm.step_scripts(job)
+            for c in pm.commands(s)
+            if c.args[:1] in (("experiment",), ("evaluate",))
+        ]
         assert len(runs) == 2 and all(c.args[-2:] == ("--dataset", f"{flow}_smoke") for c in runs), runs
     dev_gate = next(s for s in azure_pipelines["dev"].document["stages"] if s["stage"] == "gate")
     assert "--dataset" not in yaml.safe_dump(dev_gate), "dev gates on every dataset"
+
+
+def test_artifacts_come_from_a_stage_the_consumer_depends_on(
+    pm: ModuleType, azure_pipelines: dict[str, Any]
+) -> None:
+    """The plan apply uses and the digest deploy uses are the ones published earlier in the run."""
+    for name, expansion in azure_pipelines.items():
+        document = expansion.document
+        deps = pm.stage_dependencies(document)
+        published = {
+            stage["stage"]: {
+                s["inputs"]["artifact"]
+                for s in pm.steps_of(stage)
+                if s.get("task") == "PublishPipelineArtifact@1"
+            }
+            for stage in document["stages"]
+        }
+        aliases = {p["pipeline"] for p in (document.get("resources") or {}).get("pipelines", [])}
+        downloads = 0
+        for stage in document["stages"]:
+            for step in pm.steps_of(stage):
+                if step.get("task") != "DownloadPipelineArtifact@2":
+                    continue
+                downloads += 1
+                inputs = step["inputs"]
+                if inputs["buildType"] == "current":
+                    upstream = set().union(*(published[s] for s in pm.transitive(deps, stage["stage"])))
+                    assert inputs["artifactName"] in upstream, (name, stage["stage"], inputs["artifactName"])
+                else:
+                    alias = inputs["definition"].split(".")[2]
+                    assert alias in aliases, f"{name}: pipeline resource {alias!r} is not declared"
+        if name != "pr":
+            assert downloads >= 3, name
+    prod = azure_pipelines["prod"].document
+    assert prod["resources"]["pipelines"][0]["source"] == "genaiops-dev"

@@ -12,13 +12,17 @@ import pytest
 ALLOWED = {"make", "genaiops", "set", "export"}
 
 
-def _all_scripts(pm: ModuleType, azure: dict[str, Any], github: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+def _all_scripts(
+    pm: ModuleType, azure: dict[str, Any], github: dict[str, dict[str, Any]]
+) -> list[tuple[str, str]]:
     out = [(f"azure:{n}", s) for n, e in azure.items() for s in pm.step_scripts(e.document)]
     out += [(f"github:{n}", s) for n, w in github.items() for s in pm.step_scripts(w.get("jobs") or {})]
     return out
 
 
-def test_scripts_only_call_make_or_the_cli(pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]) -> None:
+def test_scripts_only_call_make_or_the_cli(
+    pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]
+) -> None:
     scripts = _all_scripts(pm, azure_pipelines, github_workflows)
     assert len(scripts) > 20
     for where, script in scripts:
@@ -26,7 +30,9 @@ def test_scripts_only_call_make_or_the_cli(pm: ModuleType, azure_pipelines: dict
             assert command.tool in ALLOWED, f"{where}: {command.line!r}: pipelines only call make / genaiops"
 
 
-def test_make_targets_and_variables_exist(pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]) -> None:
+def test_make_targets_and_variables_exist(
+    pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]
+) -> None:
     targets, makefile = pm.make_targets()
     seen = set()
     for where, script in _all_scripts(pm, azure_pipelines, github_workflows):
@@ -40,15 +46,44 @@ def test_make_targets_and_variables_exist(pm: ModuleType, azure_pipelines: dict[
                 seen.add(target)
             for assignment in (a for a in command.args if "=" in a):
                 var = assignment.split("=", 1)[0]
-                assert re.search(rf"\$\({var}\)|^{var}\s*\?=", makefile, re.M), f"{where}: {var} is unused by make"
-    assert {"lint", "test", "synth", "scan", "plan", "apply", "build", "promote", "status", "rollback"} <= seen
+                assert re.search(rf"\$\({var}\)|^{var}\s*\?=", makefile, re.M), (
+                    f"{where}: {var} is unused by make"
+                )
+    assert {
+        "lint",
+        "test",
+        "synth",
+        "scan",
+        "plan",
+        "apply",
+        "build",
+        "promote",
+        "status",
+        "rollback",
+    } <= seen
 
 
 def test_cli_commands_exist_and_parse(
-    pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any], cli_parser: argparse.ArgumentParser
+    pm: ModuleType,
+    azure_pipelines: dict[str, Any],
+    github_workflows: dict[str, Any],
+    cli_parser: argparse.ArgumentParser,
 ) -> None:
-    calls = [(w, c) for w, s in _all_scripts(pm, azure_pipelines, github_workflows) for c in pm.commands(s) if c.tool == "genaiops"]
-    assert {c.args[0] for _, c in calls} >= {"experiment", "evaluate", "gate", "register", "deploy", "smoke", "flow-changed"}
+    calls = [
+        (w, c)
+        for w, s in _all_scripts(pm, azure_pipelines, github_workflows)
+        for c in pm.commands(s)
+        if c.tool == "genaiops"
+    ]
+    assert {c.args[0] for _, c in calls} >= {
+        "experiment",
+        "evaluate",
+        "gate",
+        "register",
+        "deploy",
+        "smoke",
+        "flow-changed",
+    }
     for where, command in calls:
         try:
             cli_parser.parse_args(list(command.args))
@@ -62,3 +97,23 @@ def test_the_check_catches_an_unknown_command(pm: ModuleType, cli_parser: argpar
     (command,) = pm.commands(".venv/bin/genaiops deploy-everything --flow $(FLOW)")
     with pytest.raises(SystemExit):
         cli_parser.parse_args(list(command.args))
+
+
+DOCS = ("azure-devops.md", "github-actions.md", "runbook.md", "new-flow.md")
+
+
+def test_docs_name_only_commands_that_exist(pm: ModuleType, cli_parser: argparse.ArgumentParser) -> None:
+    targets, _ = pm.make_targets()
+    sub = next(a for a in cli_parser._actions if isinstance(a, argparse._SubParsersAction))
+    seen = 0
+    for doc in DOCS:
+        text = (pm.REPO / "docs" / doc).read_text(encoding="utf-8")
+        spans = re.findall(r"`([^`\n]+)`", text) + [
+            line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+        ]
+        for span in spans:
+            for tool, word in re.findall(r"(?:^|[\s(])(make|genaiops)\s+([a-z][a-z-]*)", span):
+                seen += 1
+                known = targets if tool == "make" else set(sub.choices)
+                assert word in known, f"docs/{doc}: `{tool} {word}` does not exist"
+    assert seen > 20

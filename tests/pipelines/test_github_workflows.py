@@ -34,7 +34,10 @@ def test_needs_name_existing_jobs_and_reusable_calls_match_inputs(
 
 def test_reusable_call_check_can_fail(pm: ModuleType) -> None:
     caller = pm.GITHUB_DIR / "pr.yml"
-    job = {"uses": "./.github/workflows/_flow-gate.yml", "with": {"flow": "x", "paths": "p", "env": "dev", "colour": "red"}}
+    job = {
+        "uses": "./.github/workflows/_flow-gate.yml",
+        "with": {"flow": "x", "paths": "p", "env": "dev", "colour": "red"},
+    }
     try:
         pm.check_reusable_call("gate", job, caller)
     except pm.TemplateError as exc:
@@ -50,7 +53,9 @@ def test_reusable_call_check_can_fail(pm: ModuleType) -> None:
         raise AssertionError("a missing required input was accepted")
 
 
-def test_jobs_that_deploy_need_the_job_that_gates(pm: ModuleType, github_workflows: dict[str, dict[str, Any]]) -> None:
+def test_jobs_that_deploy_need_the_job_that_gates(
+    pm: ModuleType, github_workflows: dict[str, dict[str, Any]]
+) -> None:
     for name in ("dev", "prod"):
         workflow = github_workflows[name]
         units = pm.github_units(workflow)

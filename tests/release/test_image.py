@@ -100,7 +100,11 @@ def run_container(built: Built) -> Iterator[Any]:
 
     def run(image: str, env: dict[str, str]) -> Any:
         container = built.client.containers.run(
-            image, detach=True, network_mode="host", environment=env, name=f"genaiops-test-{uuid.uuid4().hex[:8]}"
+            image,
+            detach=True,
+            network_mode="host",
+            environment=env,
+            name=f"genaiops-test-{uuid.uuid4().hex[:8]}",
         )
         started.append(container)
         return container
@@ -127,7 +131,9 @@ def _wait_healthy(port: int, container: Any) -> None:
 
 def test_image_serves_score_and_health_as_non_root(built: Built, run_container: Any) -> None:
     port = free_port()
-    container = run_container(built.first.reference, {"PORT": str(port), "HOST": "127.0.0.1", KEY_ENV: CANARY})
+    container = run_container(
+        built.first.reference, {"PORT": str(port), "HOST": "127.0.0.1", KEY_ENV: CANARY}
+    )
     _wait_healthy(port, container)
 
     ok = requests.post(f"http://127.0.0.1:{port}/score", json={"text": "hello"}, timeout=30)
@@ -162,9 +168,10 @@ def test_container_without_the_connection_key_exits_with_a_clear_error(
 
 def test_labels_record_git_sha_flow_hash_version_variant(built: Built) -> None:
     labels = built.client.images.get(built.first.reference).labels
-    assert len(labels["org.opencontainers.image.revision"]) in (40, 7) or labels[
-        "org.opencontainers.image.revision"
-    ] == "unknown"
+    assert (
+        len(labels["org.opencontainers.image.revision"]) in (40, 7)
+        or labels["org.opencontainers.image.revision"] == "unknown"
+    )
     assert labels["ai.genaiops.flow"] == "tiny"
     assert labels["ai.genaiops.flow-hash"] == content_hash(FIXTURE_FLOW)
     assert labels["ai.genaiops.version"] == "3"
@@ -213,6 +220,7 @@ def test_canary_secret_is_in_no_layer_history_log_or_context(built: Built) -> No
 def test_push_pull_by_digest_and_promote_the_same_digest(built: Built, tmp_path: Path) -> None:
     repo = f"dev/tiny-{uuid.uuid4().hex[:8]}"
     pushed = push_image(built.client, built.first.reference, built.registry, repo, "v1")
+    built.client.images.remove(f"{built.registry}/{repo}:v1", noprune=True)  # the push's local tag
     assert pushed.digest.startswith("sha256:")
     assert pushed.reference == f"{built.registry}/{repo}@{pushed.digest}"
 
@@ -248,7 +256,9 @@ def test_push_pull_by_digest_and_promote_the_same_digest(built: Built, tmp_path:
 def test_dockerfile_orders_layers_and_takes_the_base_image() -> None:
     text = render_dockerfile("example.org/python:3.11", {"ai.genaiops.flow": "x"})
     assert "ARG BASE_IMAGE=example.org/python:3.11" in text
-    order = [text.index(s) for s in ("requirements.txt", "COPY --from=deps", "COPY app/", "COPY flow/", "USER ")]
+    order = [
+        text.index(s) for s in ("requirements.txt", "COPY --from=deps", "COPY app/", "COPY flow/", "USER ")
+    ]
     assert order == sorted(order)
     assert text.rstrip().endswith('"ai.genaiops.flow"="x"')
     assert "ARG " not in text.replace("ARG BASE_IMAGE", "")  # no build arg could carry a secret

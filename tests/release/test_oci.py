@@ -50,7 +50,9 @@ def _start_registry(root: Path) -> tuple[subprocess.Popen[bytes], str]:
         f"storage: {{filesystem: {{rootdirectory: {root / 'data'}}}}}\n"
         f"http: {{addr: 127.0.0.1:{port}}}\n"
     )
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     host = f"127.0.0.1:{port}"
     client = RegistryClient(host, timeout_s=5)
     deadline = time.monotonic() + 20
@@ -101,7 +103,9 @@ def _push_synthetic_image(client: RegistryClient, repo: str, tag: str, seed: byt
     }
     # deliberately unusual formatting: a copy must keep these exact bytes
     data = json.dumps(doc, indent=3).encode()
-    manifest = Manifest(data=data, media_type=MANIFEST_V2, digest="sha256:" + hashlib.sha256(data).hexdigest())
+    manifest = Manifest(
+        data=data, media_type=MANIFEST_V2, digest="sha256:" + hashlib.sha256(data).hexdigest()
+    )
     client.put_manifest(repo, tag, manifest)
     return manifest
 
@@ -188,7 +192,9 @@ class _FakeAzure:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-            def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+            def _reply(
+                self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+            ) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -230,7 +236,9 @@ class _FakeAzure:
                             f'Bearer realm="http://{fake.login_server}/oauth2/token",'
                             f'service="{fake.login_server}",scope="repository:flows/demo:pull"'
                         )
-                        self._reply(401, {"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": challenge})
+                        self._reply(
+                            401, {"errors": [{"code": "UNAUTHORIZED"}]}, {"WWW-Authenticate": challenge}
+                        )
                         return
                     data = json.dumps({"schemaVersion": 2, "mediaType": MANIFEST_V2, "layers": []}).encode()
                     self.send_response(200)
@@ -265,7 +273,13 @@ def fake_azure(monkeypatch: pytest.MonkeyPatch) -> Iterator[_FakeAzure]:
     # azure-identity's App Service managed identity: IDENTITY_ENDPOINT + IDENTITY_HEADER
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"http://{host}/msi/token")
     monkeypatch.setenv("IDENTITY_HEADER", "local-test-header")
-    for name in ("MSI_ENDPOINT", "MSI_SECRET", "IMDS_ENDPOINT", "AZURE_CLIENT_ID", "AZURE_POD_IDENTITY_AUTHORITY_HOST"):
+    for name in (
+        "MSI_ENDPOINT",
+        "MSI_SECRET",
+        "IMDS_ENDPOINT",
+        "AZURE_CLIENT_ID",
+        "AZURE_POD_IDENTITY_AUTHORITY_HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
     yield fake
     server.shutdown()

@@ -215,7 +215,7 @@ def test_interrupted_after_the_switch_is_continued(
     assert target.get_traffic() == {spec.name: 0, newer.deployment: 100}
 
 
-def test_invalid_current_traffic_and_duplicate_names_touch_nothing(
+def test_a_duplicate_deployment_name_touches_nothing(
     target: LocalTarget, store: ReleaseStore, images: dict[str, str]
 ) -> None:
     good = release(target, store, images["good"], "v1")

@@ -13,7 +13,9 @@ from release.scaffold import changes
 
 
 def git(repo: Path, *args: str) -> str:
-    result = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=True)
+    result = subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=30, check=True
+    )
     return result.stdout
 
 
@@ -59,8 +61,9 @@ def test_an_unknown_base_is_a_clear_error(repo: Path) -> None:
         changes.changed_files("origin/nowhere", repo)
 
 
-def test_cli_emits_for_azure_devops_and_github(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_emits_for_azure_devops_and_github(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # against this repository: nothing changed between HEAD and HEAD
     assert main(["flow-changed", "--flow", "web_classification", "--base", "HEAD", "--emit", "azure"]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "##vso[task.setvariable variable=FLOW_TOUCHED]false"

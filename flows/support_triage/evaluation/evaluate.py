@@ -1,6 +1,5 @@
 """Line scores and aggregated metrics for support_triage."""
 
-
 import re
 
 _WORD = re.compile(r"[a-z0-9']+")

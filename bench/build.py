@@ -1,0 +1,99 @@
+"""Rebuild after a prompt-only change versus a cold build of the same flow image.
+
+Measured in the same run on the same engine: a cold build (``nocache``: every layer rebuilt;
+the base image and the host's wheel cache are ready, as on any machine after its first build),
+then a prompt-only change (one prompt file edited) rebuilt with the layer cache.
+Target: rebuild <= 15 % of the cold build.
+
+    .venv/bin/python bench/build.py [--flow web_classification]
+
+Uses the local environment's Docker engine in ``.genaiops/bench`` (free ports; started and
+stopped here unless DOCKER_HOST is set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from release.config import REPO_ROOT, LocalPorts, LocalSettings, load_config
+from release.image import ImageSpec, build_image, image_requirements, used_connections, wheel_cache
+from release.local_env.environment import LocalEnvironment
+from release.local_env.net import free_port
+
+TARGET = 0.15
+
+
+def bench_environment(components: list[str]) -> LocalEnvironment:
+    ports = LocalPorts(registry=free_port(), router=free_port(), model=free_port(), pages=free_port())
+    settings = LocalSettings(state_dir=str(REPO_ROOT / ".genaiops" / "bench"), ports=ports)
+    env = LocalEnvironment(settings, log=lambda line: print(f"[local] {line}", flush=True))
+    env.up(only=components)
+    return env
+
+
+def prompt_file(flow_dir: Path) -> Path:
+    for pattern in ("*.jinja2", "*.prompty", "*.txt", "*.md"):
+        found = sorted(p for p in flow_dir.glob(pattern) if p.name != "requirements.txt")
+        if found:
+            return found[0]
+    raise SystemExit(f"{flow_dir}: no prompt file to change")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--flow", default="web_classification")
+    args = parser.parse_args()
+    cfg = load_config("local")
+    flow_src = REPO_ROOT / cfg.flows[args.flow].path
+    env = bench_environment(["docker"])
+    try:
+        client = docker.DockerClient(base_url=env.docker_host(), timeout=900)
+        t0 = time.monotonic()
+        wheel_cache(image_requirements(flow_src))
+        wheels_s = time.monotonic() - t0
+        with tempfile.TemporaryDirectory(prefix="bench-build-") as tmp:
+            flow_dir = Path(tmp) / args.flow
+            shutil.copytree(flow_src, flow_dir)
+            spec = ImageSpec(
+                flow=args.flow,
+                flow_dir=flow_dir,
+                repository=f"genaiops-bench/{args.flow.replace('_', '-')}",
+                tag="cold",
+                base_image=cfg.local_settings().base_image,
+                connections=tuple(used_connections(flow_dir, cfg.connections)),
+            )
+            build_image(client, spec, Path(tmp) / "ctx-warmup")  # base image import, if needed
+            cold = build_image(client, spec, Path(tmp) / "ctx-cold", nocache=True)
+            prompt = prompt_file(flow_dir)
+            prompt.write_text(prompt.read_text() + "\nAnswer briefly.\n")
+            spec = ImageSpec(**{**spec.__dict__, "tag": "prompt-change"})
+            warm = build_image(client, spec, Path(tmp) / "ctx-warm")
+        changed = [a != b for a, b in zip(cold.layers, warm.layers, strict=True)]
+        ratio = warm.seconds / cold.seconds
+        print(f"flow: {args.flow}; prompt changed: {prompt.name}")
+        print(f"wheel cache ready in       {wheels_s:7.2f} s (host, once per requirements)")
+        print(f"cold build (no cache)      {cold.seconds:7.2f} s  ({len(cold.layers)} layers)")
+        print(
+            f"rebuild after prompt edit  {warm.seconds:7.2f} s  (changed layers: {sum(changed)}, last: {changed[-1]})"
+        )
+        print(
+            f"ratio rebuild/cold         {ratio:7.3f}  (target <= {TARGET:.2f}: {'PASS' if ratio <= TARGET else 'FAIL'})"
+        )
+        for ref in (cold.reference, warm.reference):
+            client.images.remove(ref, force=True, noprune=True)
+        return 0 if ratio <= TARGET else 1
+    finally:
+        env.down()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

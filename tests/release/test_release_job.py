@@ -1,0 +1,139 @@
+"""The main job and the release CLI on the real local environment.
+
+``genaiops release`` runs for real (experiment, evaluate, gate, register, build of the real flow
+image, push to the local registry, blue/green deploy, smoke test, traffic); the CLI tests use
+``config/local.yaml`` pointed at the test session's local environment through its ``${VAR}``s.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from release.cli import main
+from release.config import load_config
+from release.release_job import ReleaseJob, open_target
+
+pytestmark = [pytest.mark.docker]
+FLOW = "web_classification"
+
+
+def load_stubs() -> ModuleType:
+    path = Path(__file__).parent / "fixtures" / "stub_server" / "stubs.py"
+    spec = importlib.util.spec_from_file_location("release_test_stubs", path)
+    assert spec and spec.loader
+    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+    if spec.name not in sys.modules:
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+stubs = load_stubs()
+
+
+@pytest.fixture(scope="module")
+def cli_env(local_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """config/local.yaml resolved to the session's local environment; records in a temp folder."""
+    tmp = tmp_path_factory.mktemp("release-job")
+    ports = local_env.settings.ports
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENAIOPS_LOCAL_STATE_DIR", str(local_env.state_dir))
+        for name in ("registry", "router", "model", "pages"):
+            mp.setenv(f"GENAIOPS_{name.upper()}_PORT", str(getattr(ports, name)))
+        mp.setenv("GENAIOPS_RELEASES_DIR", str(tmp / "releases"))
+        mp.setenv("GENAIOPS_IMAGES_DIR", str(tmp / "images"))
+        target = open_target(load_config("local"), FLOW)
+        _clean(target, local_env)
+        yield tmp
+        _clean(target, local_env)
+
+
+def _clean(target: Any, local_env: Any) -> None:
+    local_env.router.set_routes(FLOW, {})
+    for info in target.list_deployments():
+        target.delete(info.name)
+
+
+def test_cli_deploy_status_rollback_and_errors(
+    cli_env: Path, local_env: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    images = stubs.build_stub_images(local_env.docker_host)
+    assert main(["rollback", "--flow", FLOW, "--env", "local"]) == 2
+    assert "no earlier release to roll back to" in capsys.readouterr().err
+
+    assert main(["deploy", "--flow", FLOW, "--env", "local", "--image", images["good"]]) == 0
+    assert main(["deploy", "--flow", FLOW, "--env", "local", "--image", images["good"]]) == 0
+    out = capsys.readouterr().out
+    assert "scoring URL: http://127.0.0.1:" in out
+
+    assert main(["status", "--flow", FLOW, "--env", "local", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)[0]
+    shares = sorted(d["traffic"] for d in status["deployments"])
+    assert shares == [0, 100] and status["traffic_ok"] and status["release_in_progress"] is None
+    assert all(d["health"] == "healthy" for d in status["deployments"])
+    live = status["live_release"]
+    old = next(d["name"] for d in status["deployments"] if d["name"] != live)
+
+    # a broken image fails its smoke test at 0 %: exit 1, traffic untouched
+    assert main(["deploy", "--flow", FLOW, "--env", "local", "--image", images["broken"]]) == 1
+    assert "smoke test(s) failed" in capsys.readouterr().err
+    assert main(["smoke", "--flow", FLOW, "--env", "local"]) == 0
+
+    assert main(["rollback", "--flow", FLOW, "--env", "local"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--flow", FLOW, "--env", "local", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)[0]
+    assert status["live_release"] == old
+    assert {d["name"]: d["traffic"] for d in status["deployments"]} == {old: 100, live: 0}
+
+    assert main(["deploy", "--flow", "no_such_flow", "--env", "local", "--image", images["good"]]) == 2
+    err = capsys.readouterr().err
+    assert "config/local.yaml: flows.no_such_flow: no such flow" in err
+
+
+@pytest.mark.slow
+def test_main_job_releases_the_flow_end_to_end(
+    cli_env: Path, local_env: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = ReleaseJob(FLOW, "local", reports_dir=cli_env / "reports")
+    report_path = job.run()
+    out = capsys.readouterr()
+    printed = out.out + out.err
+    report = json.loads(report_path.read_text())
+    assert report["status"] == "released"
+    assert [s["name"] for s in report["steps"]] == list(ReleaseJob.STEPS)
+    assert Path(report["evaluation_report"]).is_file()
+    assert report["image"].startswith(f"{local_env.registry}/") and "@sha256:" in report["image"]
+    assert report["traffic"][report["deployment"]] == 100
+    for step in ReleaseJob.STEPS:
+        assert f"] {step} done in " in printed
+
+    answer = requests.post(
+        report["scoring_url"],
+        json={"url": f"{local_env.pages_url}/pages/python-language.html"},
+        timeout=60,
+    )
+    assert answer.status_code == 200 and {"category", "evidence"} <= set(answer.json())
+
+    # the connection key reaches the container at start-up, and nowhere else
+    secret = local_env.model_api_key
+    client = docker.DockerClient(base_url=local_env.docker_host)
+    image = client.images.get(report["image"])
+    assert secret not in json.dumps(image.attrs) and secret not in json.dumps(image.history())
+    assert secret not in printed and secret not in report_path.read_text()
+    for record in (cli_env / "releases").rglob("*.json"):
+        assert secret not in record.read_text()
+    target = open_target(load_config("local"), FLOW)
+    container = client.containers.get(target.container_name(report["deployment"]))  # type: ignore[attr-defined]
+    assert any(e.endswith(f"_API_KEY={secret}") for e in container.attrs["Config"]["Env"])
+    assert secret not in json.dumps(container.labels)
