@@ -27,7 +27,7 @@ env_arg = $(if $(ENV),--env $(ENV),)
 env_or_local = --env $(if $(ENV),$(ENV),local)
 
 .PHONY: help install lint test bench config local-up local-down local-status \
-        synth scan plan apply experiment evaluate gate build release status rollback promote new-flow clean
+        synth scan plan apply experiment evaluate gate build push release status rollback promote new-flow clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ gate: install ## apply the quality gate to the latest evaluation again (FLOW=x E
 
 build: install ## build the flow image (FLOW=x ENV=x)
 	$(GENAIOPS) build --flow $(FLOW) $(env_or_local)
+
+push: install ## push the built flow image to the environment's registry (FLOW=x ENV=x)
+	$(GENAIOPS) push --flow $(FLOW) $(env_or_local)
 
 release: install ## the main job: experiment..gate..build..deploy..smoke..traffic (FLOW=x ENV=x)
 	$(GENAIOPS) release --flow $(FLOW) $(env_or_local)

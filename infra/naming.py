@@ -60,3 +60,9 @@ def tf_variable(env_var: str) -> str:
     ``plan`` passes ``TF_VAR_<name>`` from ``$VAR`` to terraform; the value never reaches disk.
     """
     return f"secret_{env_var.lower()}"
+
+
+def key_vault_secret(env_var: str) -> str:
+    """The Key Vault secret holding the key given by ``secret: {env: VAR}`` (``AOAI_API_KEY`` ->
+    ``aoai-api-key``), which App Service Key Vault references name."""
+    return env_var.lower().replace("_", "-")

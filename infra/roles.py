@@ -27,7 +27,8 @@ ROLES: dict[str, Role] = {
         Role(
             "AcrPull",
             "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-            "endpoint / web app identities pull the flow image from the registry; nothing more",
+            "endpoint / web app / batch cluster identities pull the flow or job environment "
+            "image from the registry (admin user is off); nothing more",
         ),
         Role(
             "Storage Blob Data Reader",
@@ -37,7 +38,8 @@ ROLES: dict[str, Role] = {
         Role(
             "Azure ML Workspace Connection Secrets Reader",
             "ea01e6af-a1c1-4350-9563-ad00f8c72ec5",
-            "a deployed flow resolves its prompt flow connections (keys) at start; read only",
+            "a deployed flow, or a prompt flow parallel job on the batch cluster, resolves its "
+            "prompt flow connections (keys) through the workspace; read only",
         ),
         Role(
             "Key Vault Secrets User",
@@ -47,7 +49,13 @@ ROLES: dict[str, Role] = {
         Role(
             "AzureML Metrics Writer",
             "635dd51f-9968-44d3-b7fb-6d9a6bd613ae",
-            "managed online deployments write data-collection metrics to the workspace",
+            "managed online deployments and batch jobs write metrics to the workspace",
+        ),
+        Role(
+            "Monitoring Metrics Publisher",
+            "3913510d-42f4-4e42-8a64-420c390055eb",
+            "web app / slot identities send telemetry to Application Insights, whose local "
+            "(key) auth is off, so ingestion needs Entra ID; scoped to that one component",
         ),
         # --- the deploying service principal (release tooling) -------------------------
         Role(
@@ -64,12 +72,15 @@ ROLES: dict[str, Role] = {
         Role(
             "Key Vault Secrets Officer",
             "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
-            "deployer: sets connection secrets in the vault; no keys, certificates or purge",
+            "deployer, and the identity running terraform apply (it writes the secrets App "
+            "Service references): sets secrets in the vault; no keys, certificates or purge",
         ),
         Role(
             "Storage Blob Data Contributor",
             "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-            "deployer: uploads experiment data and reports to workspace storage",
+            "deployer: uploads experiment data and reports to workspace storage; batch "
+            "cluster: a prompt flow parallel job reads its input rows and writes "
+            "parallel_run_step.jsonl outputs on the workspace datastore with its identity",
         ),
         Role(
             "Website Contributor",

@@ -14,6 +14,7 @@ _AKS_ID = re.compile(
     re.IGNORECASE,
 )
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{1,30}[a-zA-Z0-9]$")
+_COMPUTE_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9-]{0,14}[a-zA-Z0-9]$")  # Azure ML compute: 2-16
 
 
 def check(cfg: EnvironmentConfig, file: str | None = None) -> None:
@@ -22,6 +23,11 @@ def check(cfg: EnvironmentConfig, file: str | None = None) -> None:
     if cfg.kind != "azure" or cfg.azure is None or cfg.state is None or cfg.identities is None:
         raise ConfigError(f"{shown}: kind: {cfg.kind!r} has no cloud stack (only kind: azure has one)")
     problems = []
+    if not _COMPUTE_NAME.match(cfg.workspace.batch_compute):
+        problems.append(
+            f"{shown}: workspace.batch_compute: {cfg.workspace.batch_compute!r} is not an Azure ML "
+            "compute name; use 2-16 letters, digits or dashes, starting with a letter (e.g. cpu-cluster)"
+        )
     for flow, settings in cfg.flows.items():
         deployment = settings.deployment
         field = f"flows.{flow}.deployment"

@@ -145,6 +145,9 @@ class WorkspaceSettings(Strict):
     log_retention_days: Annotated[int, Field(ge=30, le=730)] = 90
     # release (issue 5): the compute cluster that runs experiments with --run-in workspace
     batch_compute: str = "cpu-cluster"
+    # infra (issue 4 follow-up): size of that cluster; it scales to zero nodes when idle
+    batch_vm_size: str = "Standard_DS3_v2"
+    batch_max_nodes: Annotated[int, Field(ge=1, le=100)] = 4
 
 
 class Identities(Strict):

@@ -72,6 +72,7 @@ class ImageSpec:
     version: str | None = None  # the registered flow version
     variant: str | None = None  # the chosen variant id
     variant_config: dict[str, Any] = field(default_factory=dict)  # {"variants": {...}, "params": {...}}
+    connection_overrides: dict[str, str] = field(default_factory=dict)  # flow's name -> environment's
     extra_labels: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -106,8 +107,11 @@ def git_sha(repo: Path = REPO_ROOT) -> str:
     return out.stdout.strip() or "unknown"
 
 
-def used_connections(flow_dir: Path, connections: Iterable[Connection]) -> list[Connection]:
-    """The environment's connections that the flow's files name (DAG YAML, flex code, prompts)."""
+def used_connections(
+    flow_dir: Path, connections: Iterable[Connection], overrides: dict[str, str] | None = None
+) -> list[Connection]:
+    """The environment's connections that the flow's files name (DAG YAML, flex code, prompts),
+    directly or through ``connection_overrides`` (flow name -> environment connection)."""
     text = ""
     for file in sorted(flow_dir.rglob("*")):
         rel = file.relative_to(flow_dir)
@@ -115,11 +119,14 @@ def used_connections(flow_dir: Path, connections: Iterable[Connection]) -> list[
             continue
         if file.suffix in {".yaml", ".yml", ".py", ".json", ".jinja2", ".prompty"}:
             text += file.read_text(encoding="utf-8", errors="replace") + "\n"
-    return [c for c in connections if c.name in text]
+    mapped = {target for source, target in (overrides or {}).items() if source in text}
+    return [c for c in connections if c.name in text or c.name in mapped]
 
 
 def serving_manifest(
-    connections: Iterable[Connection], variant: dict[str, Any] | None = None
+    connections: Iterable[Connection],
+    variant: dict[str, Any] | None = None,
+    overrides: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What the server needs at start-up: the flow, the chosen variant, and per connection the
     non-secret settings and the *names* of the variables carrying its key."""
@@ -129,6 +136,7 @@ def serving_manifest(
             "variants": dict((variant or {}).get("variants") or {}),
             "params": dict((variant or {}).get("params") or {}),
         },
+        "connection_overrides": dict(overrides or {}),
         "connections": [
             {
                 "name": c.name,
@@ -277,7 +285,10 @@ def stage_context(
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / rel, app / rel)
     (app / "serving.json").write_text(
-        json.dumps(serving_manifest(spec.connections, spec.variant_config), indent=2) + "\n"
+        json.dumps(
+            serving_manifest(spec.connections, spec.variant_config, spec.connection_overrides), indent=2
+        )
+        + "\n"
     )
     (app / "settings.json").write_text(json.dumps(settings_json(spec.connections), indent=2) + "\n")
     _copy_flow(spec.flow_dir, build_dir / "flow")

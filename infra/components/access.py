@@ -27,7 +27,7 @@ class Principal:
 
     label: str  # short, unique in the stack: becomes part of construct ids
     object_id: str
-    principal_type: str = "ServicePrincipal"
+    principal_type: str | None = "ServicePrincipal"  # None: unknown until apply (Azure looks it up)
     managed_identity: bool = False  # created in this apply: skip the Entra ID existence check
 
 
@@ -38,6 +38,7 @@ class Scopes:
     workspace_id: str
     registry_id: str
     storage_id: str
+    app_insights_id: str = ""  # needed when ``telemetry`` principals are given
 
 
 def grant(
@@ -86,6 +87,15 @@ class Access(Construct):
         ("Reader", "workspace_id"),
         ("Storage Blob Data Reader", "storage_id"),
     )
+    # the batch compute cluster running prompt flow parallel jobs (release/engine/azure_runs.py)
+    BATCH_ROLES = (
+        ("AcrPull", "registry_id"),
+        ("Storage Blob Data Contributor", "storage_id"),
+        ("Azure ML Workspace Connection Secrets Reader", "workspace_id"),
+        ("AzureML Metrics Writer", "workspace_id"),
+    )
+    # web apps and slots: telemetry to Application Insights with Entra ID (local auth is off)
+    TELEMETRY_ROLES = (("Monitoring Metrics Publisher", "app_insights_id"),)
 
     def __init__(
         self,
@@ -98,6 +108,8 @@ class Access(Construct):
         runtime: Sequence[Principal] = (),
         readers: Sequence[Principal] = (),
         web_apps: Sequence[tuple[str, str]] = (),
+        batch: Sequence[Principal] = (),
+        telemetry: Sequence[Principal] = (),
     ) -> None:
         super().__init__(scope, id)
         self.assignments: list[RoleAssignment] = []
@@ -124,4 +136,12 @@ class Access(Construct):
                 add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
         for principal in readers:
             for role_name, attr in self.READER_ROLES:
+                add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
+        for principal in batch:
+            for role_name, attr in self.BATCH_ROLES:
+                add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
+        if telemetry and not scopes.app_insights_id:
+            raise ValueError(f"{id}: telemetry principals need Scopes.app_insights_id")
+        for principal in telemetry:
+            for role_name, attr in self.TELEMETRY_ROLES:
                 add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))

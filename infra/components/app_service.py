@@ -2,7 +2,11 @@
 
 HTTPS only, TLS >= 1.2, FTP and basic-auth publishing off, health check path, a system
 identity on the app and on the slot that pulls from the registry with AcrPull (no registry
-password). The image tag is owned by the release tooling, so Terraform ignores it.
+password). The release tooling owns what runs in each slot: it writes the slot's app settings
+(Key Vault references, ``GENAIOPS_DEPLOYMENT``...) and image, and a swap exchanges both between
+the app and the slot, so Terraform ignores ``app_settings`` and ``application_stack`` on both
+after creating them. The initial app settings already point
+``APPLICATIONINSIGHTS_CONNECTION_STRING`` at the Key Vault secret infra writes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,13 @@ from constructs import Construct
 from release.config import AppServiceTarget
 
 PLACEHOLDER_IMAGE = "genaiops/placeholder:0"  # replaced by `genaiops release`
-IMAGE_PATH = "site_config[0].application_stack[0].docker_image_name"
+# written by release/targets/appservice.py (slot app settings, linuxFxVersion) and by slot swaps
+RELEASE_OWNED = ["app_settings", "site_config[0].application_stack"]
+
+
+def key_vault_reference(key_vault_uri: str, secret: str) -> str:
+    """``@Microsoft.KeyVault(SecretUri=...)`` for a versionless secret (``vault_uri`` ends in /)."""
+    return f"@Microsoft.KeyVault(SecretUri={key_vault_uri}secrets/{secret})"
 
 
 def _site_config(target: AppServiceTarget, registry_login_server: str) -> dict[str, Any]:
@@ -40,7 +50,9 @@ def _site_config(target: AppServiceTarget, registry_login_server: str) -> dict[s
     }
 
 
-def _common(target: AppServiceTarget, registry_login_server: str) -> dict[str, Any]:
+def _common(
+    target: AppServiceTarget, registry_login_server: str, app_insights_reference: str
+) -> dict[str, Any]:
     return {
         "https_only": True,
         "public_network_access_enabled": target.public_network_access,
@@ -53,13 +65,15 @@ def _common(target: AppServiceTarget, registry_login_server: str) -> dict[str, A
             "WEBSITES_PORT": "8080",
             "PROMPTFLOW_RUN_MODE": "serving",
             "WEBSITES_ENABLE_APP_SERVICE_STORAGE": "false",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": app_insights_reference,
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD",  # local auth is off
         },
         "logs": {
             "detailed_error_messages": True,
             "failed_request_tracing": True,
             "http_logs": {"file_system": {"retention_in_days": 7, "retention_in_mb": 35}},
         },
-        "lifecycle": cdktf.TerraformResourceLifecycle(ignore_changes=[IMAGE_PATH]),
+        "lifecycle": cdktf.TerraformResourceLifecycle(ignore_changes=RELEASE_OWNED),
     }
 
 
@@ -77,9 +91,11 @@ class WebApp(Construct):
         resource_group_name: str,
         location: str,
         registry_login_server: str,
+        app_insights_reference: str,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
+        common = _common(target, registry_login_server, app_insights_reference)
         self.plan = ServicePlan(
             self,
             "plan",
@@ -99,7 +115,7 @@ class WebApp(Construct):
             location=location,
             service_plan_id=self.plan.id,
             tags=dict(tags or {}),
-            **_common(target, registry_login_server),
+            **common,
         )
         self.slot = LinuxWebAppSlot(
             self,
@@ -107,7 +123,7 @@ class WebApp(Construct):
             name=target.slot,
             app_service_id=self.app.id,
             tags=dict(tags or {}),
-            **_common(target, registry_login_server),
+            **common,
         )
         self.app_name = app_name
         self.slot_name = target.slot

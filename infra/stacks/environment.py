@@ -12,19 +12,28 @@ from constructs import Construct
 from infra import naming
 from infra.azapi import AzapiProvider
 from infra.components.access import Access, Principal, Scopes
-from infra.components.app_service import WebApp
+from infra.components.app_service import WebApp, key_vault_reference
+from infra.components.batch_compute import BatchCompute
 from infra.components.connections import Connections
 from infra.components.endpoints import OnlineEndpoint
 from infra.components.key_vault_access import KeyVaultAccess
 from infra.components.kubernetes import KubernetesCompute
+from infra.components.vault_secrets import VaultSecrets
 from infra.components.workspace import Workspace
 from infra.validate import check
-from release.config import AppServiceTarget, EnvironmentConfig, KubernetesTarget, ManagedTarget
+from release.azure.names import app_insights_secret
+from release.config import (
+    AppServiceTarget,
+    EnvironmentConfig,
+    EnvSecret,
+    KubernetesTarget,
+    ManagedTarget,
+)
 
 
 class EnvironmentStack(cdktf.TerraformStack):
-    """The stack ``<env>``. Attributes: ``workspace``, ``connections``, ``endpoints``,
-    ``web_apps``, ``computes``, ``access``, ``key_vault_access``, ``config``."""
+    """The stack ``<env>``. Attributes: ``workspace``, ``connections``, ``batch``, ``endpoints``,
+    ``web_apps``, ``computes``, ``access``, ``key_vault_access``, ``secrets``, ``config``."""
 
     def __init__(self, scope: Construct, cfg: EnvironmentConfig) -> None:
         check(cfg)
@@ -42,14 +51,27 @@ class EnvironmentStack(cdktf.TerraformStack):
             key_vault_id=self.workspace.key_vault.id,
             connections=cfg.connections,
         )
+        self.batch = BatchCompute(
+            self,
+            "batch_compute",
+            name=cfg.workspace.batch_compute,
+            workspace_id=self.workspace.workspace_id,
+            location=self.workspace.location,
+            vm_size=cfg.workspace.batch_vm_size,
+            max_nodes=cfg.workspace.batch_max_nodes,
+            managed_network=cfg.workspace.managed_network.isolation != "disabled",
+            tags=self.tags,
+        )
         self.endpoints: dict[str, OnlineEndpoint] = {}
         self.web_apps: dict[str, WebApp] = {}
         self.computes: dict[str, KubernetesCompute] = {}
         self.runtime: list[Principal] = []  # identities that run flows
+        self.web_identities: list[Principal] = []  # web apps and slots (send telemetry)
         self.flows_output: dict[str, Any] = {}
         for flow in cfg.flows:
             self._deployment(flow)
         self._grants()
+        self._secrets()
         self._outputs()
 
     def _providers_and_backend(self) -> AzapiProvider:
@@ -125,11 +147,16 @@ class EnvironmentStack(cdktf.TerraformStack):
                 resource_group_name=ws.resource_group_name,
                 location=ws.location,
                 registry_login_server=ws.registry.login_server,
+                app_insights_reference=key_vault_reference(ws.key_vault.vault_uri, app_insights_secret(cfg)),
                 tags=self.tags,
             )
             self.web_apps[flow] = app
-            self.runtime.append(Principal(f"app_{label}", app.principal_id, managed_identity=True))
-            self.runtime.append(Principal(f"slot_{label}", app.slot_principal_id, managed_identity=True))
+            identities = [
+                Principal(f"app_{label}", app.principal_id, managed_identity=True),
+                Principal(f"slot_{label}", app.slot_principal_id, managed_identity=True),
+            ]
+            self.runtime += identities
+            self.web_identities += identities
             self.flows_output[flow] = {
                 "target": deployment.target,
                 "web_app_name": app.app_name,
@@ -166,11 +193,18 @@ class EnvironmentStack(cdktf.TerraformStack):
             self,
             "access",
             subscription_id=cfg.azure.subscription_id,
-            scopes=Scopes(workspace_id=ws.workspace_id, registry_id=ws.registry.id, storage_id=ws.storage.id),
+            scopes=Scopes(
+                workspace_id=ws.workspace_id,
+                registry_id=ws.registry.id,
+                storage_id=ws.storage.id,
+                app_insights_id=ws.app_insights.id,
+            ),
             deployer=deployer,
             runtime=self.runtime,
             readers=[Principal(f"reader_{i}", oid, "Group") for i, oid in enumerate(ids.readers)],
             web_apps=web_apps,
+            batch=[Principal("batch", self.batch.principal_id, managed_identity=True)],
+            telemetry=self.web_identities,
         )
         self.key_vault_access = KeyVaultAccess(
             self,
@@ -181,6 +215,28 @@ class EnvironmentStack(cdktf.TerraformStack):
             authorization=cfg.key_vault.authorization,
             readers=self.runtime,
             writers=[deployer],
+            apply_identity_unless=ids.deployer_object_id,
+        )
+
+    def _secrets(self) -> None:
+        """Secrets App Service reads by Key Vault reference: the App Insights connection string
+        always; connection keys given by ``secret: {env: VAR}`` when a flow runs on App Service."""
+        cfg, ws = self.config, self.workspace
+        env_keys = {}
+        if self.web_apps:
+            for connection in cfg.connections:
+                if connection.auth_type == "ApiKey" and isinstance(connection.secret, EnvSecret):
+                    variable = naming.tf_variable(connection.secret.env)
+                    env_keys[connection.secret.env] = self.connections.variables[variable]
+        self.secrets = VaultSecrets(
+            self,
+            "vault_secrets",
+            cfg=cfg,
+            key_vault_id=ws.key_vault.id,
+            app_insights_connection_string=ws.app_insights.connection_string,
+            env_keys=env_keys,
+            after=self.key_vault_access.writer_grants,
+            tags=self.tags,
         )
 
     def _outputs(self) -> None:
@@ -196,6 +252,9 @@ class EnvironmentStack(cdktf.TerraformStack):
             "key_vault_name": ws.key_vault.name,
             "key_vault_uri": ws.key_vault.vault_uri,
             "storage_account_name": ws.storage.name,
+            "batch_compute_name": self.batch.name,
+            "batch_compute_principal_id": self.batch.principal_id,
+            "key_vault_secrets": sorted(self.secrets.secrets),
             "flows": self.flows_output,
         }
         for name, value in outputs.items():

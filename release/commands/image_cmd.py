@@ -133,6 +133,16 @@ def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str 
         return None, None, {}
 
 
+def connection_overrides(cfg: EnvironmentConfig, settings: FlowSettings, flow_dir: Path) -> dict[str, str]:
+    """The experiment's ``connection_overrides`` for this environment (e.g. local_openai -> aoai)."""
+    path = flow_dir / settings.experiment
+    if not path.is_file():
+        return {}
+    from release.experiment.spec import load_experiment
+
+    return dict(load_experiment(path, cfg.environment).connection_overrides)
+
+
 def parse_variant(text: str, flow_dir: Path) -> dict[str, Any]:
     """``node=variant_1,temperature=0.2`` -> node variants and parameters (by the flow's nodes)."""
     import yaml
@@ -169,6 +179,7 @@ def _build(args: argparse.Namespace) -> int:
             f"config/{cfg.environment}.yaml: flows.{args.flow}.path: {settings.path} does not exist; "
             "create the flow or fix the path"
         )
+    overrides = connection_overrides(cfg, settings, flow_dir)
     version, variant, variant_config = _default_labels(cfg, args.flow)
     version = args.flow_version or version
     if args.variant:
@@ -180,10 +191,11 @@ def _build(args: argparse.Namespace) -> int:
         repository=repository_name(args.flow),
         tag=tag,
         base_image=args.base_image or cfg.local_settings().base_image,
-        connections=tuple(used_connections(flow_dir, cfg.connections)),
+        connections=tuple(used_connections(flow_dir, cfg.connections, overrides)),
         version=version,
         variant=variant,
         variant_config=variant_config,
+        connection_overrides=overrides,
     )
     client = docker_client(cfg)
     build_dir = records_dir(cfg.environment) / "context" / args.flow

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from release.commands.common import add_env, add_flow
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     release = sub.add_parser("release", help="the main job: experiment..gate..build..deploy..smoke..traffic")
     add_env(release)
     add_flow(release)
+    release.add_argument(
+        "--reports-dir", type=Path, default=None, help="where reports/<flow>/... go (default: reports/)"
+    )
     release.set_defaults(handler=_release)
 
     deploy = sub.add_parser(
@@ -58,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def _release(args: argparse.Namespace) -> int:
     from release.release_job import ReleaseJob
 
-    job = ReleaseJob(args.flow, args.env)
+    job = ReleaseJob(
+        args.flow, args.env, reports_dir=args.reports_dir.resolve() if args.reports_dir else None
+    )
     report = job.run()
     print(f"released {args.flow} to {args.env}: {job.report.deployment} serves 100 % of traffic")
     print(f"scoring URL: {job.report.scoring_url}")

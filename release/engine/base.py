@@ -89,6 +89,16 @@ class Engine(ABC):
     name: str
 
     @abstractmethod
+    def export_variant(
+        self,
+        flow_dir: Path,
+        variant: FlowVariant,
+        target: Path,
+        connection_overrides: dict[str, str] | None = None,
+    ) -> Path:
+        """Copy the flow to ``target`` with ``variant`` baked in as its default (for release images)."""
+
+    @abstractmethod
     def describe(self, flow_dir: Path) -> FlowInfo:
         """Read a flow folder's shape (inputs, outputs, nodes, variants) without running it."""
 

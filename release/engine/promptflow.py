@@ -298,6 +298,46 @@ class PromptflowEngine(Engine):
         data["nodes"] = nodes
         return data
 
+    def export_variant(
+        self,
+        flow_dir: Path,
+        variant: FlowVariant,
+        target: Path,
+        connection_overrides: dict[str, str] | None = None,
+    ) -> Path:
+        """Write a copy of the flow with ``variant`` baked in (what a release image serves).
+
+        DAG: the chosen node variants replace the nodes and hyperparameters are set (no
+        ``node_variants`` left). Flex: the parameters become the ``init`` defaults of flow.flex.yaml.
+        """
+        flow_dir = flow_dir.resolve()
+        overrides = dict(connection_overrides or {})
+        if target.exists():
+            raise UserError(f"{target}: already exists; export a flow variant into a new folder")
+        shutil.copytree(
+            flow_dir, target, ignore=shutil.ignore_patterns("__pycache__", ".promptflow", "*.pyc")
+        )
+        if (flow_dir / _DAG).is_file():
+            text = yaml.safe_dump(self.resolved_dag(flow_dir, variant, overrides), sort_keys=False)
+            (target / _DAG).write_text(text, encoding="utf-8")
+            return target
+        data = _read_yaml(flow_dir / _FLEX)
+        init = data.setdefault("init", {}) or {}
+        for key, value in variant.params.items():
+            if key not in init:
+                raise UserError(f"{flow_dir / _FLEX}: init: no parameter {key!r} to set")
+            init[key] = dict(init[key] or {}, default=value)
+        for spec in init.values():
+            if (
+                isinstance(spec, dict)
+                and isinstance(spec.get("default"), str)
+                and spec["default"] in overrides
+            ):
+                spec["default"] = overrides[spec["default"]]
+        data["init"] = init
+        (target / _FLEX).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return target
+
     def _materialize(self, flow_dir: Path, dag: dict[str, Any]) -> Path:
         text = yaml.safe_dump(dag, sort_keys=True)
         digest = hashlib.sha256((str(flow_dir.resolve()) + text).encode()).hexdigest()[:16]

@@ -124,7 +124,9 @@ def _worker(sock: socket.socket, settings: ServerSettings) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        session = get_engine().open(settings.flow_dir, settings.variant, settings.connections)
+        session = get_engine().open(
+            settings.flow_dir, settings.variant, settings.connections, settings.connection_overrides
+        )
     except Exception as exc:
         log.error("worker %d: cannot load the flow at %s: %s", os.getpid(), settings.flow_dir, exc)
         return EXIT_LOAD_FAILED

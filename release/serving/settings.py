@@ -36,6 +36,7 @@ class ServerSettings:
     flow_dir: Path
     variant: FlowVariant
     connections: list[ConnectionSpec]
+    connection_overrides: dict[str, str]
     host: str
     port: int
     workers: int
@@ -92,6 +93,9 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
             variants=dict(chosen.get("variants") or {}), params=dict(chosen.get("params") or {})
         ),
         connections=connections,
+        connection_overrides={
+            str(k): str(v) for k, v in (manifest.get("connection_overrides") or {}).items()
+        },
         host=env.get("HOST", "0.0.0.0"),
         port=_int_env(env, "PORT", 8080, 1, 65535),
         workers=_int_env(env, "WORKERS", max(2, cpus), 1, 64),

@@ -34,6 +34,7 @@ from azure.mgmt.web.models import (
     StringDictionary,
 )
 
+from infra.naming import key_vault_secret
 from release.azure import names
 from release.azure.clients import AzureContext, find, must, poll_until, wait_lro
 from release.azure.online import SERVING_PORT, check_image
@@ -59,7 +60,7 @@ def key_vault_reference(cfg: EnvironmentConfig, ref: str) -> str:
 
     ``ref`` names the Key Vault secret; an environment-variable style name (``AOAI_API_KEY``)
     maps to the secret infra writes for it (``aoai-api-key``)."""
-    secret = ref if _KV_NAME_RE.match(ref) else ref.lower().replace("_", "-")
+    secret = ref if _KV_NAME_RE.match(ref) else key_vault_secret(ref)
     if not _KV_NAME_RE.match(secret):
         raise UserError(f"secret reference {ref!r} is not a Key Vault secret name (letters, digits, '-')")
     return f"@Microsoft.KeyVault(SecretUri={names.key_vault_secret_uri(cfg, secret)})"
@@ -187,6 +188,8 @@ class AppServiceTarget(Target):
                 "APPLICATIONINSIGHTS_CONNECTION_STRING": key_vault_reference(
                     self.cfg, names.app_insights_secret(self.cfg)
                 ),
+                # App Insights has local auth off: telemetry authenticates with the app's identity
+                "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD",
                 DEPLOYMENT_SETTING: spec.name,
                 IMAGE_SETTING: spec.image,
             }

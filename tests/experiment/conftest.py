@@ -83,6 +83,11 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     )
     mp = pytest.MonkeyPatch()
     mp.setenv("LOCAL_MODEL_API_KEY", CANARY_KEY)
+    # Load prompt flow now, outside any test: its log handlers bind to the stderr of the moment,
+    # and a per-test capture stream (capsys) is closed when that test ends.
+    from release.engine import get_engine
+
+    get_engine(state_dir / "promptflow").warm_up()  # type: ignore[attr-defined]
     env = LocalEnvironment(settings, log=lambda line: None)
     env.up(only=["model", "pages"])
     try:
@@ -100,3 +105,4 @@ def exp(services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     services.faults(latency_ms=0, rate_limit_rate=0, error_rate=0, retry_after_s=1)
     yield Exp(services, tmp_path / "reports", tmp_path / "state")
     services.faults(latency_ms=0, rate_limit_rate=0, error_rate=0, retry_after_s=1)
+

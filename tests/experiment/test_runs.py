@@ -68,6 +68,17 @@ def test_429_storm_finishes_with_retries_and_no_lost_lines(exp) -> None:  # type
     assert all(m.metrics["line_success_rate"] == 1.0 for m in result.metrics)
 
 
+def test_429s_in_dag_llm_nodes_are_retried_with_retry_after(exp) -> None:  # type: ignore[no-untyped-def]
+    exp.services.faults(rate_limit_rate=0.3, retry_after_s=1)
+    injected_before = exp.services.admin("/admin/stats")["injected"].get("rate_limit", 0)
+    result = pipeline.run(
+        _options(exp, "web_classification", datasets=["web_classification_smoke"]), with_evaluation=False
+    )
+    assert exp.services.admin("/admin/stats")["injected"].get("rate_limit", 0) > injected_before
+    assert sum(len(r.lines) for r in result.runs) == 3 * 5 and not any(r.failed for r in result.runs)
+    assert all(line.outputs and line.outputs["category"] != "None" for r in result.runs for line in r.lines)
+
+
 def test_lines_that_still_fail_are_reported_and_fail_the_command(exp, capsys) -> None:  # type: ignore[no-untyped-def]
     exp.services.faults(error_rate=1.0)
     code = main(

@@ -185,3 +185,27 @@ def test_load_errors_name_file_and_field(tmp_path: Path) -> None:
         load_experiment(path)
     message = str(info.value)
     assert "experiment.yaml" in message and "datasets" in message and "concurrency" in message
+
+
+def test_export_variant_bakes_the_selection_into_a_flow_copy(engine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from release.engine.base import FlowVariant
+
+    dag_dir = engine.export_variant(
+        WC, FlowVariant({"summarize_text_content": "variant_1"}, {"temperature": 0.1}), tmp_path / "wc"
+    )
+    dag = yaml.safe_load((dag_dir / "flow.dag.yaml").read_text())
+    assert "node_variants" not in dag
+    summarize = next(n for n in dag["nodes"] if n["name"] == "summarize_text_content")
+    assert summarize["source"]["path"] == "summarize_text_content__variant_1.jinja2"
+    assert summarize["inputs"]["temperature"] == 0.1
+    flex_dir = engine.export_variant(
+        REPO / "flows" / "support_triage",
+        FlowVariant({}, {"examples": "extended"}),
+        tmp_path / "st",
+        {"local_openai": "aoai"},
+    )
+    init = yaml.safe_load((flex_dir / "flow.flex.yaml").read_text())["init"]
+    assert init["examples"]["default"] == "extended" and init["connection"]["default"] == "aoai"
+    assert engine.describe(flex_dir).init_params["examples"] == "extended"

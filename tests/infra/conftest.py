@@ -23,6 +23,8 @@ from release.config import CONFIG_DIR, load_config
 CANARY = "canary-key-7f3a9c1e-DO-NOT-LEAK"
 DEPLOYER = "11111111-1111-1111-1111-111111111111"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+BATCH = "55555555-5555-5555-5555-555555555555"
+WEB = "66666666-6666-6666-6666-666666666666"
 AKS = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aks-rg/providers/"
     "Microsoft.ContainerService/managedClusters/aks1"
@@ -43,11 +45,13 @@ def insecure_raw() -> dict[str, Any]:
 
 
 def variant_raw() -> dict[str, Any]:
-    """Access-policy vault, an existing resource group, AAD + Key Vault connections, AKS legacy."""
+    """Access-policy vault, an existing resource group, AAD + Key Vault connections, AKS legacy,
+    a differently sized batch cluster."""
     raw = _dev_raw()
     raw["environment"] = "variant"
     raw["azure"]["resource_group"] = {"name": "existing-rg", "create": False}
     raw["key_vault"]["authorization"] = "access_policies"
+    raw["workspace"].update(batch_compute="batch-2", batch_vm_size="Standard_D4s_v3", batch_max_nodes=2)
     raw["identities"]["readers"] = ["22222222-2222-2222-2222-222222222222"]
     raw["connections"] += [
         {
@@ -137,6 +141,7 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     from infra.azapi import AzapiProvider
     from infra.components.access import Access, Principal, Scopes
     from infra.components.app_service import WebApp
+    from infra.components.batch_compute import BatchCompute
     from infra.components.connections import Connections
     from infra.components.endpoints import OnlineEndpoint
     from infra.components.key_vault_access import KeyVaultAccess
@@ -161,11 +166,15 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         s,
         "access",
         subscription_id=SUBSCRIPTION,
-        scopes=Scopes(workspace_id="/ws/id", registry_id="/acr/id", storage_id="/st/id"),
+        scopes=Scopes(
+            workspace_id="/ws/id", registry_id="/acr/id", storage_id="/st/id", app_insights_id="/appi/id"
+        ),
         deployer=Principal("deployer", DEPLOYER),
         runtime=[Principal("ep", "33333333-3333-3333-3333-333333333333", managed_identity=True)],
         readers=[Principal("reader", "44444444-4444-4444-4444-444444444444", "Group")],
         web_apps=[("app", "/app/id")],
+        batch=[Principal("batch", BATCH, managed_identity=True)],
+        telemetry=[Principal("web", WEB, managed_identity=True)],
     )
     for mode in ("rbac", "access_policies"):
         s, _ = stack(f"kv_{mode}")
@@ -178,6 +187,7 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             authorization=mode,  # type: ignore[arg-type]
             readers=[Principal("ep", "33333333-3333-3333-3333-333333333333")],
             writers=[Principal("deployer", DEPLOYER)],
+            apply_identity_unless=DEPLOYER,
         )
 
     variant = load_config("variant", config_dir)
@@ -226,7 +236,21 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         resource_group_name="rg",
         location="westeurope",
         registry_login_server="acr1.azurecr.io",
+        app_insights_reference="@Microsoft.KeyVault(SecretUri=https://kv1.vault.azure.net/secrets/appi)",
     )
+
+    for managed_network in (True, False):
+        s, _ = stack(f"batch_{'managed' if managed_network else 'open'}")
+        BatchCompute(
+            s,
+            "batch",
+            name="cpu-cluster",
+            workspace_id="/ws/id",
+            location="westeurope",
+            vm_size="Standard_DS3_v2",
+            max_nodes=4,
+            managed_network=managed_network,
+        )
 
     app.synth()
     return {p.parent.name: json.loads(p.read_text()) for p in (out / "stacks").glob("*/cdk.tf.json")}

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from infra import roles
-from tests.infra.conftest import AKS, DEPLOYER, resources
+from tests.infra.conftest import AKS, BATCH, DEPLOYER, WEB, resources
 
 EP = "33333333-3333-3333-3333-333333333333"
 
@@ -64,6 +64,11 @@ def test_access_scopes_each_grant_to_one_resource(bare: dict[str, Any]) -> None:
         (EP, "AzureML Metrics Writer", "/ws/id"),
         ("44444444-4444-4444-4444-444444444444", "Reader", "/ws/id"),
         ("44444444-4444-4444-4444-444444444444", "Storage Blob Data Reader", "/st/id"),
+        (BATCH, "AcrPull", "/acr/id"),
+        (BATCH, "Storage Blob Data Contributor", "/st/id"),
+        (BATCH, "Azure ML Workspace Connection Secrets Reader", "/ws/id"),
+        (BATCH, "AzureML Metrics Writer", "/ws/id"),
+        (WEB, "Monitoring Metrics Publisher", "/appi/id"),
     }
     for a in resources(bare["access"], "azurerm_role_assignment"):
         assert a["role_definition_id"].startswith("/subscriptions/00000000-0000-0000-0000-000000000000/")
@@ -105,10 +110,21 @@ def test_grant_refuses_privileged_roles_and_subscription_scope() -> None:
 
 def test_key_vault_rbac_grants_secrets_user_not_reader(bare: dict[str, Any]) -> None:
     doc = bare["kv_rbac"]
+    (current,) = doc["data"]["azurerm_client_config"]
+    apply_identity = f"${{data.azurerm_client_config.{current}.object_id}}"
     assert _grants(doc) == {
         (EP, "Key Vault Secrets User", "/kv/id"),
         (DEPLOYER, "Key Vault Secrets Officer", "/kv/id"),
+        (apply_identity, "Key Vault Secrets Officer", "/kv/id"),  # writes the App Service secrets
     }
+    (terraform,) = [
+        a for a in resources(doc, "azurerm_role_assignment") if a["principal_id"] == apply_identity
+    ]
+    # skipped when terraform runs as the deployer (same grant twice fails in Azure)
+    assert (
+        terraform["count"] == f'${{(data.azurerm_client_config.{current}.object_id == "{DEPLOYER}") ? 0 : 1}}'
+    )
+    assert "principal_type" not in terraform  # a user or a service principal: Azure looks it up
     assert resources(doc, "azurerm_key_vault_access_policy") == []
 
 
@@ -116,6 +132,10 @@ def test_key_vault_access_policies_get_list(bare: dict[str, Any]) -> None:
     doc = bare["kv_access_policies"]
     assert resources(doc, "azurerm_role_assignment") == []
     policies = {p["object_id"]: p for p in resources(doc, "azurerm_key_vault_access_policy")}
+    (current,) = doc["data"]["azurerm_client_config"]
+    terraform = policies.pop(f"${{data.azurerm_client_config.{current}.object_id}}")
+    assert terraform["tenant_id"] == f"${{data.azurerm_client_config.{current}.tenant_id}}"
+    assert "Set" in terraform["secret_permissions"] and terraform["count"].endswith("? 0 : 1}")
     assert policies[EP]["secret_permissions"] == ["Get", "List"]
     assert policies[EP]["key_vault_id"] == "/kv/id"
     assert set(policies[DEPLOYER]["secret_permissions"]) >= {"Get", "List", "Set"}
@@ -212,3 +232,45 @@ def test_web_app_and_slot(bare: dict[str, Any]) -> None:
         assert cfg["container_registry_use_managed_identity"] is True
         assert cfg["application_stack"]["docker_registry_url"] == "https://acr1.azurecr.io"
         assert "docker_registry_password" not in cfg["application_stack"]
+        # the release tooling writes the slot's settings and image; a swap moves them to the app
+        assert site["lifecycle"]["ignore_changes"] == ["app_settings", "site_config[0].application_stack"]
+        settings = site["app_settings"]
+        assert settings["APPLICATIONINSIGHTS_CONNECTION_STRING"].startswith("@Microsoft.KeyVault(SecretUri=")
+        assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "Authorization=AAD"
+
+
+def test_batch_compute_scales_to_zero_without_keys_or_public_ip(bare: dict[str, Any]) -> None:
+    (cluster,) = resources(bare["batch_managed"], "azurerm_machine_learning_compute_cluster")
+    assert cluster["name"] == "cpu-cluster"
+    assert cluster["machine_learning_workspace_id"] == "/ws/id"
+    assert cluster["identity"] == {"type": "SystemAssigned"}
+    assert cluster["scale_settings"] == {
+        "min_node_count": 0,
+        "max_node_count": 4,
+        "scale_down_nodes_after_idle_duration": "PT5M",
+    }
+    assert cluster["local_auth_enabled"] is False
+    assert cluster["ssh_public_access_enabled"] is False
+    assert cluster["node_public_ip_enabled"] is False
+    assert "subnet_resource_id" not in cluster  # the managed network places the nodes
+    # without a managed network and without a subnet, Azure needs the node public IP
+    (open_cluster,) = resources(bare["batch_open"], "azurerm_machine_learning_compute_cluster")
+    assert open_cluster["node_public_ip_enabled"] is True
+    assert open_cluster["local_auth_enabled"] is False
+
+
+def test_telemetry_grant_needs_the_app_insights_scope() -> None:
+    import cdktf
+
+    from infra.components.access import Access, Principal, Scopes
+
+    stack = cdktf.TerraformStack(cdktf.App(), "telemetry")
+    with pytest.raises(ValueError, match="app_insights_id"):
+        Access(
+            stack,
+            "access",
+            subscription_id="s",
+            scopes=Scopes(workspace_id="/ws", registry_id="/acr", storage_id="/st"),
+            deployer=Principal("deployer", DEPLOYER),
+            telemetry=[Principal("web", WEB)],
+        )

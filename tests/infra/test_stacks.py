@@ -48,18 +48,37 @@ def _grants(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
 def test_every_runtime_identity_gets_exactly_its_roles(stacks: Synthesized) -> None:
     doc = stacks.json["dev"]
     grants = _grants(doc)
-    principals = {p for p, _, _ in grants if p != DEPLOYER}
-    # managed endpoint + web app + its slot
-    assert len(principals) == 3
-    for principal in principals:
-        mine = sorted((role, scope.split(".")[0]) for p, role, scope in grants if p == principal)
-        assert mine == [
-            ("AcrPull", "${azurerm_container_registry"),
-            ("Azure ML Workspace Connection Secrets Reader", "${azurerm_machine_learning_workspace"),
-            ("AzureML Metrics Writer", "${azurerm_machine_learning_workspace"),
-            ("Key Vault Secrets User", "${azurerm_key_vault"),
-            ("Storage Blob Data Reader", "${azurerm_storage_account"),
-        ]
+    flows = doc["output"]["flows"]["value"]
+    endpoint = flows["web_classification"]["principal_id"]
+    web = {flows["support_triage"]["principal_id"], flows["support_triage"]["slot_principal_id"]}
+    batch = doc["output"]["batch_compute_principal_id"]["value"]
+    (current,) = doc["data"]["azurerm_client_config"]
+    apply_identity = f"${{data.azurerm_client_config.{current}.object_id}}"
+    assert {p for p, _, _ in grants} == {DEPLOYER, endpoint, batch, apply_identity, *web}
+
+    def mine(principal: str) -> list[tuple[str, str]]:
+        return sorted((role, scope.split(".")[0]) for p, role, scope in grants if p == principal)
+
+    runtime = [
+        ("AcrPull", "${azurerm_container_registry"),
+        ("Azure ML Workspace Connection Secrets Reader", "${azurerm_machine_learning_workspace"),
+        ("AzureML Metrics Writer", "${azurerm_machine_learning_workspace"),
+        ("Key Vault Secrets User", "${azurerm_key_vault"),
+        ("Storage Blob Data Reader", "${azurerm_storage_account"),
+    ]
+    assert mine(endpoint) == runtime
+    for principal in web:  # web app and slot also send telemetry to App Insights with Entra ID
+        assert mine(principal) == sorted(
+            [*runtime, ("Monitoring Metrics Publisher", "${azurerm_application_insights")]
+        )
+    # the batch cluster: no Key Vault, no control plane; read/write on the datastore only
+    assert mine(batch) == [
+        ("AcrPull", "${azurerm_container_registry"),
+        ("Azure ML Workspace Connection Secrets Reader", "${azurerm_machine_learning_workspace"),
+        ("AzureML Metrics Writer", "${azurerm_machine_learning_workspace"),
+        ("Storage Blob Data Contributor", "${azurerm_storage_account"),
+    ]
+    assert mine(apply_identity) == [("Key Vault Secrets Officer", "${azurerm_key_vault")]
     deployer = sorted(role for p, role, _ in grants if p == DEPLOYER)
     assert deployer == sorted(
         [

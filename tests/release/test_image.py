@@ -33,10 +33,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 FIXTURE_FLOW = Path(__file__).parent / "fixtures" / "tiny_flow"
 CANARY = "canary-" + uuid.uuid4().hex  # never written anywhere by design
-KEY_ENV = "LOCAL_OPENAI_API_KEY"
+KEY_ENV = "TINY_CONN_API_KEY"  # the flow names `local_openai`; this environment maps it to `tiny_conn`
 CONNECTION = Connection.model_validate(
     {
-        "name": "local_openai",
+        "name": "tiny_conn",
         "category": "OpenAI",
         "target": "http://127.0.0.1:9/v1",
         "secret": {"env": "LOCAL_MODEL_API_KEY"},
@@ -48,6 +48,7 @@ WAIT_S = 90
 @dataclass(frozen=True)
 class Built:
     client: docker.DockerClient
+    docker_host: str
     registry: str
     first: BuiltImage
     second: BuiltImage  # after a prompt-only change
@@ -65,6 +66,8 @@ def _spec(flow_dir: Path, repository: str, tag: str) -> ImageSpec:
         connections=(CONNECTION,),
         version="3",
         variant="answer=variant_1",
+        variant_config={"variants": {"answer": "variant_1"}, "params": {}},
+        connection_overrides={"local_openai": "tiny_conn"},
     )
 
 
@@ -80,7 +83,7 @@ def built(local_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     os.environ["LOCAL_MODEL_API_KEY"] = CANARY
     try:
         first = build_image(client, _spec(flow_dir, repository, "v1"), work / "ctx1")
-        (flow_dir / "prompt.txt").write_text("Changed prompt: {text}\n")
+        (flow_dir / "prompt.txt").write_text("Changed prompt, {greeting}: {text}\n")
         second = build_image(client, _spec(flow_dir, repository, "v2"), work / "ctx2")
     finally:
         for key, value in saved.items():
@@ -88,7 +91,15 @@ def built(local_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    yield Built(client, local_env.registry, first, second, flow_dir, (work / "ctx1", work / "ctx2"))
+    yield Built(
+        client,
+        local_env.docker_host,
+        local_env.registry,
+        first,
+        second,
+        flow_dir,
+        (work / "ctx1", work / "ctx2"),
+    )
     for image in (first, second):
         # noprune keeps the parent layers as build cache for the next session
         client.images.remove(image.reference, force=True, noprune=True)
@@ -139,7 +150,7 @@ def test_image_serves_score_and_health_as_non_root(built: Built, run_container: 
     ok = requests.post(f"http://127.0.0.1:{port}/score", json={"text": "hello"}, timeout=30)
     assert ok.status_code == 200
     assert ok.json() == {
-        "answer": "Echo: hello",
+        "answer": "Hi: hello",  # the chosen variant (answer=variant_1) is applied
         # the key came from the environment at start-up (shown only as a fingerprint)
         "key_fingerprint": hashlib.sha256(CANARY.encode()).hexdigest()[:12],
     }
@@ -152,9 +163,17 @@ def test_image_serves_score_and_health_as_non_root(built: Built, run_container: 
 
     assert built.client.images.get(built.first.reference).attrs["Config"]["User"] == "10001"
     assert container.exec_run("id -u").output.decode().strip() == "10001"
-    # several worker processes serve the flow
-    workers = container.exec_run("sh -c 'ls /proc | grep -c ^[0-9]'").output.decode().strip()
-    assert int(workers) >= 3  # master + at least two workers (+ the exec itself)
+    # several worker processes serve the flow, each loaded it
+    deadline = time.monotonic() + WAIT_S
+    loaded: set[str] = set()
+    while len(loaded) < 2 and time.monotonic() < deadline:
+        logs = container.logs().decode(errors="replace")
+        loaded = {
+            line.split("worker ")[1].split(":")[0] for line in logs.splitlines() if "flow loaded" in line
+        }
+        time.sleep(0.3)
+    assert len(loaded) == 2, logs
+    assert CANARY not in logs
 
 
 def test_container_without_the_connection_key_exits_with_a_clear_error(
@@ -262,3 +281,50 @@ def test_dockerfile_orders_layers_and_takes_the_base_image() -> None:
     assert order == sorted(order)
     assert text.rstrip().endswith('"ai.genaiops.flow"="x"')
     assert "ARG " not in text.replace("ARG BASE_IMAGE", "")  # no build arg could carry a secret
+
+
+def _cli(*argv: str) -> int:
+    import argparse
+
+    from release.commands import image_cmd
+    from release.errors import UserError
+
+    parser = argparse.ArgumentParser(prog="genaiops")
+    image_cmd.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    try:
+        return int(args.handler(args))
+    except UserError as exc:
+        print(f"genaiops: error: {exc}")
+        return exc.exit_code
+
+
+def test_cli_errors_name_the_flow_and_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))
+    assert _cli("build", "--flow", "no_such_flow", "--env", "local") == 2
+    assert "flows.no_such_flow: no such flow" in capsys.readouterr().out
+    assert _cli("push", "--flow", "web_classification", "--env", "local") == 2
+    assert "run 'genaiops build --flow web_classification --env local' first" in capsys.readouterr().out
+    assert _cli("promote", "--flow", "web_classification", "--env", "local") == 2
+    assert "no environment before it" in capsys.readouterr().out
+
+
+def test_cli_push_records_the_registry_digest(
+    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from release.image import load_record
+
+    monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))
+    monkeypatch.setenv("GENAIOPS_REGISTRY_PORT", built.registry.rsplit(":", 1)[1])
+    monkeypatch.setenv("DOCKER_HOST", built.docker_host)
+    assert (
+        _cli("push", "--flow", "web_classification", "--env", "local", "--image", built.first.reference) == 0
+    )
+    record = load_record("local", "web_classification", "push")
+    assert record is not None and record["registry"] == built.registry
+    assert record["reference"] == f"{built.registry}/genaiops/web-classification@{record['digest']}"
+    assert RegistryClient(built.registry).resolve("genaiops/web-classification", "v1") == record["digest"]
+    assert record["digest"] in capsys.readouterr().out
+    built.client.images.remove(f"{built.registry}/genaiops/web-classification:v1", noprune=True)

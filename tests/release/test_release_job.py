@@ -105,16 +105,20 @@ def test_cli_deploy_status_rollback_and_errors(
 def test_main_job_releases_the_flow_end_to_end(
     cli_env: Path, local_env: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    job = ReleaseJob(FLOW, "local", reports_dir=cli_env / "reports")
-    report_path = job.run()
+    assert main(["release", "--flow", FLOW, "--env", "local", "--reports-dir", str(cli_env / "reports")]) == 0
     out = capsys.readouterr()
     printed = out.out + out.err
+    lines = dict(
+        line.split(": ", 1) for line in out.out.splitlines() if line.startswith(("scoring URL", "release r"))
+    )
+    assert lines["scoring URL"] == f"{local_env.router_url}/{FLOW}/score"
+    report_path = Path(lines["release report"])
     report = json.loads(report_path.read_text())
     assert report["status"] == "released"
     assert [s["name"] for s in report["steps"]] == list(ReleaseJob.STEPS)
     assert Path(report["evaluation_report"]).is_file()
     assert report["image"].startswith(f"{local_env.registry}/") and "@sha256:" in report["image"]
-    assert report["traffic"][report["deployment"]] == 100
+    assert report["traffic"][report["deployment"]] == 100 and report["scoring_url"] == lines["scoring URL"]
     for step in ReleaseJob.STEPS:
         assert f"] {step} done in " in printed
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import secrets
+import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +18,11 @@ from typing import Any
 import pytest
 import requests
 
-from release.config import ReleaseStrategy
+from release.config import ReleaseStrategy, SmokeTest
 from release.errors import CheckFailed, UserError
+from release.local_env.net import free_port
 from release.release_state import ReleaseStore
+from release.smoke import check_response, run_smoke_tests
 from release.strategies import Rollout, RolloutFailed, new_deployment_name, roll_back, shift_map
 from release.targets.base import DeploymentSpec
 from release.targets.local import LocalTarget
@@ -167,25 +171,56 @@ def test_new_deployment_failing_its_smoke_test_never_gets_traffic(
     assert store.load().history[-1].status == "failed"
 
 
-def test_interrupted_canary_is_cleaned_up_by_the_next_run(
-    target: LocalTarget, store: ReleaseStore, images: dict[str, str]
+KILLED_CHILD = """
+import os, signal, sys
+from release.config import ReleaseStrategy, SmokeTest
+from release.local_env.router import Router
+from release.local_env.net import free_port
+from release.release_state import ReleaseStore
+from release.smoke import check_response, run_smoke_tests
+from release.strategies import Rollout
+from release.targets.base import DeploymentSpec
+from release.targets.local import LocalTarget
+flow, docker_host, state_dir, port, store_dir, name, image = sys.argv[1:]
+target = LocalTarget(flow, docker_host=docker_host, router=Router(state_dir, int(port)), scope="test")
+smoke = [SmokeTest(name="answers", request={"url": "x"}, expect_keys=["category"])]
+settings = ReleaseStrategy(strategy="ab", steps=[10, 50, 100], smoke_tests=smoke, step_wait_seconds=1)
+def kill(phase):
+    if phase == "shifting:1":  # the canary holds 10 %; the step to 50 % is recorded
+        os.kill(os.getpid(), signal.SIGKILL)
+spec = DeploymentSpec(flow=flow, name=name, image=image)
+Rollout(target, settings, ReleaseStore(flow, "test", __import__("pathlib").Path(store_dir)), on_phase=kill).run(spec)
+"""
+
+
+def test_canary_killed_mid_release_is_cleaned_up_by_the_next_run(
+    target: LocalTarget, store: ReleaseStore, images: dict[str, str], local_env: Any
 ) -> None:
     good = release(target, store, images["good"], "v1")
-
-    def interrupt(phase: str) -> None:
-        if phase == "shifting:1":  # the canary holds 10 %, the step to 50 % was recorded
-            raise KeyboardInterrupt
-
-    spec = DeploymentSpec(flow=target.flow, name=new_deployment_name(target.flow), image=images["good"])
-    rollout = Rollout(
-        target, settings(strategy="ab", steps=[10, 50, 100]), store, on_phase=interrupt, drain_s=0.2
+    name = new_deployment_name(target.flow)
+    router = local_env.router
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLED_CHILD,
+            target.flow,
+            local_env.docker_host,
+            str(router.state_dir),
+            str(router.port),
+            str(store.path.parent),
+            name,
+            images["good"],
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+        check=False,
     )
-    with pytest.raises(KeyboardInterrupt):
-        rollout.run(spec)
-    assert target.get_traffic() == {good.deployment: 90, spec.name: 10}
+    assert child.returncode == -signal.SIGKILL
+    assert target.get_traffic() == {good.deployment: 90, name: 10}
     assert store.load().active is not None
 
-    done = Rollout(target, settings(), store, drain_s=0.2).recover()
+    done = Rollout(target, settings(), store, drain_s=0.2).recover()  # the lock died with the child
     assert done and "cleaned up" in done
     assert target.get_traffic() == {good.deployment: 100}
     assert [d.name for d in target.list_deployments()] == [good.deployment]
@@ -224,3 +259,22 @@ def test_a_duplicate_deployment_name_touches_nothing(
         Rollout(target, settings(), store).run(spec)
     assert target.get_traffic() == {good.deployment: 100}
     assert requests.post(target.scoring_url(), json={}, timeout=10).status_code == 200
+
+
+def test_smoke_checks_fail_for_real_and_readiness_waits_are_bounded() -> None:
+    test = SmokeTest(
+        name="t",
+        request={},
+        expect_keys=["category"],
+        expect={"ok": True},
+        expect_one_of={"category": ["a", "b"]},
+    )
+    assert check_response(test, 200, '{"category": "a", "ok": true}') is None
+    assert "HTTP 500" in str(check_response(test, 500, "boom"))
+    assert "not JSON" in str(check_response(test, 200, "<html>"))
+    assert "lacks key(s) ['category']" in str(check_response(test, 200, '{"ok": true}'))
+    assert "ok = False, expected True" in str(check_response(test, 200, '{"category": "a", "ok": false}'))
+    assert "expected one of ['a', 'b']" in str(check_response(test, 200, '{"category": "c", "ok": true}'))
+    nothing = f"http://127.0.0.1:{free_port()}/score"  # nothing listens there
+    with pytest.raises(CheckFailed, match="was not ready within"):
+        run_smoke_tests(nothing, [test], readiness_timeout_s=1.0)
