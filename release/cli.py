@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "local",
     "infra",
     "experiment",
+    "image_cmd",
     "release_cmd",
     "scaffold",
 )
