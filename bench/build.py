@@ -71,13 +71,14 @@ def main() -> int:
                 base_image=cfg.local_settings().base_image,
                 connections=tuple(used_connections(flow_dir, cfg.connections)),
             )
-            cached = build_image(client, spec, Path(tmp) / "ctx-warmup")  # base image, layer cache
+            build_image(client, spec, Path(tmp) / "ctx-warmup")  # base image import, if needed
             cold = build_image(client, spec, Path(tmp) / "ctx-cold", nocache=True)
+            # the unchanged flow again: the layer chain the cache now serves (for the comparison)
+            cached = build_image(client, spec, Path(tmp) / "ctx-cached")
             prompt = prompt_file(flow_dir)
             prompt.write_text(prompt.read_text() + "\nAnswer briefly.\n")
             spec = ImageSpec(**{**spec.__dict__, "tag": "prompt-change"})
             warm = build_image(client, spec, Path(tmp) / "ctx-warm")
-        # the rebuild reuses the cached chain: compare its layers with that chain's
         changed = [a != b for a, b in zip(cached.layers, warm.layers, strict=True)]
         ratio = warm.seconds / cold.seconds
         print(f"flow: {args.flow}; prompt changed: {prompt.name}")

@@ -265,8 +265,8 @@ class ReleaseJob:
             s.detail = f"{result.deployment} at 100 %"
 
     def _build(self, version: str | None, variant: str) -> str:
-        from release.commands.image_cmd import docker_client, repository_name
         from release.image import ImageSpec, build_image, records_dir, save_record, used_connections
+        from release.image_context import docker_client, repository_name
         from release.registry.hashing import content_hash
 
         flow_dir = (REPO_ROOT / self.settings.path).resolve()
@@ -298,8 +298,8 @@ class ReleaseJob:
         return built.reference
 
     def _push(self, image: str) -> str:
-        from release.commands.image_cmd import docker_client, registry_for, repository_name
         from release.image import save_record
+        from release.image_context import docker_client, registry_for, repository_name
         from release.oci import push_image
 
         with self.step("push") as s:

@@ -24,9 +24,8 @@ def _validate(args: argparse.Namespace) -> int:
     envs = [args.env] if args.env else available_environments()
     for env in envs:
         cfg = load_config(env)
-        print(
-            f"config/{env}.yaml: ok ({cfg.kind}, {len(cfg.flows)} flow(s), {len(cfg.connections)} connection(s))"
-        )
+        counts = f"{len(cfg.flows)} flow(s), {len(cfg.connections)} connection(s)"
+        print(f"config/{env}.yaml: ok ({cfg.kind}, {counts})")
     return 0
 
 

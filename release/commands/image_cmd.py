@@ -12,15 +12,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
-
 from release.commands.common import add_env, add_flow
-from release.config import ENVIRONMENTS, REPO_ROOT, EnvironmentConfig, FlowSettings, load_config
+from release.config import ENVIRONMENTS, REPO_ROOT, EnvironmentConfig, load_config
 from release.errors import UserError
 from release.image import (
     ImageSpec,
@@ -30,8 +26,14 @@ from release.image import (
     save_record,
     used_connections,
 )
+from release.image_context import (
+    connection_overrides,
+    docker_client,
+    flow_settings,
+    registry_for,
+    repository_name,
+)
 from release.oci import (
-    AcrAuth,
     Provenance,
     RegistryClient,
     copy_image,
@@ -41,7 +43,6 @@ from release.oci import (
 from release.registry.hashing import content_hash
 
 log = logging.getLogger(__name__)
-DOCKER_TIMEOUT_S = 600
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -71,49 +72,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 # --------------------------------------------------------------------------- shared helpers
 
 
-def flow_settings(cfg: EnvironmentConfig, flow: str) -> FlowSettings:
-    if flow not in cfg.flows:
-        raise UserError(
-            f"config/{cfg.environment}.yaml: flows.{flow}: no such flow; "
-            f"flows in this environment: {sorted(cfg.flows)}"
-        )
-    return cfg.flows[flow]
-
-
-def docker_client(cfg: EnvironmentConfig) -> docker.DockerClient:
-    """The local engine: local.docker_host, $DOCKER_HOST, or the one `genaiops local up` started."""
-    host = (cfg.local.docker_host if cfg.local else None) or os.environ.get("DOCKER_HOST")
-    if not host and cfg.kind == "local":
-        from release.local_env.environment import LocalEnvironment
-
-        host = LocalEnvironment(cfg.local_settings()).docker_host()
-    try:
-        client = docker.DockerClient(base_url=host, timeout=DOCKER_TIMEOUT_S) if host else docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
-        raise UserError(
-            f"no Docker engine answers at {host or 'the default socket'} ({type(exc).__name__}); "
-            "run 'genaiops local up' (or 'make local-up') or set DOCKER_HOST"
-        ) from None
-    return client
-
-
-def registry_for(cfg: EnvironmentConfig) -> tuple[str, AcrAuth | None]:
-    """The environment's registry host and, for Azure, its ACR sign-in (Azure identity)."""
-    if cfg.kind == "local":
-        return f"127.0.0.1:{cfg.local_settings().ports.registry}", None
-    from release.azure import names
-    from release.azure.clients import default_credential
-
-    login_server = os.environ.get("GENAIOPS_ACR_LOGIN_SERVER") or names.registry_login_server(cfg)
-    tenant = cfg.azure.tenant_id if cfg.azure else None
-    return login_server, AcrAuth(login_server, default_credential(), tenant_id=tenant)
-
-
-def repository_name(flow: str) -> str:
-    return f"genaiops/{flow.replace('_', '-')}"
-
-
 def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str | None, dict[str, Any]]:
     """Registered version, chosen variant id and variant settings from the local registry."""
     if cfg.kind != "local":
@@ -131,16 +89,6 @@ def _default_labels(cfg: EnvironmentConfig, flow: str) -> tuple[str | None, str 
     except Exception as exc:  # the registry is optional for a plain build
         log.debug("no registry defaults: %s", exc)
         return None, None, {}
-
-
-def connection_overrides(cfg: EnvironmentConfig, settings: FlowSettings, flow_dir: Path) -> dict[str, str]:
-    """The experiment's ``connection_overrides`` for this environment (e.g. local_openai -> aoai)."""
-    path = flow_dir / settings.experiment
-    if not path.is_file():
-        return {}
-    from release.experiment.spec import load_experiment
-
-    return dict(load_experiment(path, cfg.environment).connection_overrides)
 
 
 def parse_variant(text: str, flow_dir: Path) -> dict[str, Any]:

@@ -4,18 +4,22 @@ The master process binds the socket, then forks ``$WORKERS`` processes. Each wor
 flow once through the engine adapter and serves requests with a thread per connection
 (HTTP/1.1 keep-alive). A worker only accepts connections after its flow is loaded, so a
 ``/health`` answer means the flow is ready. The master restarts a worker that dies (bounded)
-and stops every worker on SIGTERM/SIGINT.
+and stops every worker on SIGTERM/SIGINT; a stopping worker stops accepting, finishes its
+requests in flight (at most ``DRAIN_TIMEOUT_S``) and answers them with ``Connection: close``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
@@ -30,6 +34,7 @@ log = logging.getLogger("genaiops.serving")
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RESTARTS = 10
 STOP_TIMEOUT_S = 10.0
+DRAIN_TIMEOUT_S = 8.0  # < STOP_TIMEOUT_S: the master kills what is still running after that
 EXIT_LOAD_FAILED = 3
 # The engine's messages for requests that do not match the flow's inputs (HTTP 400).
 INPUT_ERRORS = (
@@ -55,6 +60,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        if _DRAIN.draining:  # stopping: ask keep-alive clients to reconnect (to another worker)
+            self.send_header("Connection", "close")
+            self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
 
@@ -91,7 +99,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         try:
-            outputs = self.session.run_line(inputs, 0).outputs
+            with _DRAIN.request():
+                outputs = self.session.run_line(inputs, 0).outputs
         except LineFailed as exc:
             message = str(exc)
             if any(code in message.split() for code in INPUT_ERRORS):
@@ -115,13 +124,44 @@ class _Handler(BaseHTTPRequestHandler):
     do_PATCH = do_PUT
 
 
+class _Drain:
+    """Counts requests in flight so that a stopping worker finishes them before it exits."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.active = 0
+        self.draining = False
+
+    @contextlib.contextmanager
+    def request(self) -> Iterator[None]:
+        with self.lock:
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.active == 0:
+                    return True
+            time.sleep(0.05)
+        return False
+
+
+_DRAIN = _Drain()
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
 
 
 def _worker(sock: socket.socket, settings: ServerSettings) -> int:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the flow is loaded: just die
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         session = get_engine().open(
@@ -134,8 +174,18 @@ def _worker(sock: socket.socket, settings: ServerSettings) -> int:
     server = _Server((settings.host, settings.port), handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # graceful: stop accepting, finish the requests in flight (bounded), then exit
+        _DRAIN.draining = True
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     log.info("worker %d: flow loaded, serving", os.getpid())
-    server.serve_forever(poll_interval=0.5)
+    server.serve_forever(poll_interval=0.2)
+    if not _DRAIN.wait_idle(DRAIN_TIMEOUT_S):
+        log.warning("worker %d: requests still running after %.0f s; exiting", os.getpid(), DRAIN_TIMEOUT_S)
     return 0
 
 
@@ -145,6 +195,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(1024)
+    # Several workers wait on this socket: non-blocking, so a worker that loses the race for a
+    # connection gets EAGAIN instead of blocking in accept() (and can always stop promptly).
+    sock.setblocking(False)
     return sock
 
 

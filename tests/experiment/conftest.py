@@ -105,4 +105,3 @@ def exp(services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     services.faults(latency_ms=0, rate_limit_rate=0, error_rate=0, retry_after_s=1)
     yield Exp(services, tmp_path / "reports", tmp_path / "state")
     services.faults(latency_ms=0, rate_limit_rate=0, error_rate=0, retry_after_s=1)
-
