@@ -14,7 +14,8 @@ import docker.errors
 
 from release.config import EnvironmentConfig, FlowSettings
 from release.errors import UserError
-from release.oci import AcrAuth
+from release.image import save_record
+from release.oci import AcrAuth, PushedImage, push_image
 
 DOCKER_TIMEOUT_S = 600
 
@@ -70,3 +71,27 @@ def connection_overrides(cfg: EnvironmentConfig, settings: FlowSettings, flow_di
     from release.experiment.spec import load_experiment
 
     return dict(load_experiment(path, cfg.environment).connection_overrides)
+
+
+def push_flow_image(cfg: EnvironmentConfig, flow: str, image: str) -> PushedImage:
+    """Push a built flow image to the environment's registry and record its digest
+    (``<images>/<env>/<flow>.push.json``, read by deploy and promote)."""
+    tail = image.rsplit("/", 1)[-1]
+    tag = image.rsplit(":", 1)[1] if ":" in tail else "latest"
+    registry, auth = registry_for(cfg)
+    pushed = push_image(docker_client(cfg), image, registry, repository_name(flow), tag, auth=auth)
+    save_record(
+        cfg.environment,
+        flow,
+        "push",
+        {
+            "flow": flow,
+            "registry": pushed.registry,
+            "repository": pushed.repository,
+            "tag": pushed.tag,
+            "digest": pushed.digest,
+            "reference": pushed.reference,
+            "source_image": image,
+        },
+    )
+    return pushed

@@ -298,30 +298,10 @@ class ReleaseJob:
         return built.reference
 
     def _push(self, image: str) -> str:
-        from release.image import save_record
-        from release.image_context import docker_client, registry_for, repository_name
-        from release.oci import push_image
+        from release.image_context import push_flow_image
 
         with self.step("push") as s:
-            registry, auth = registry_for(self.cfg)
-            tag = image.rsplit(":", 1)[1]
-            pushed = push_image(
-                docker_client(self.cfg), image, registry, repository_name(self.flow), tag, auth=auth
-            )
-            save_record(
-                self.cfg.environment,
-                self.flow,
-                "push",
-                {
-                    "flow": self.flow,
-                    "registry": pushed.registry,
-                    "repository": pushed.repository,
-                    "tag": pushed.tag,
-                    "digest": pushed.digest,
-                    "reference": pushed.reference,
-                    "source_image": image,
-                },
-            )
+            pushed = push_flow_image(self.cfg, self.flow, image)
             s.detail = pushed.reference
         return pushed.reference
 

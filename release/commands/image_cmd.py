@@ -30,6 +30,7 @@ from release.image_context import (
     connection_overrides,
     docker_client,
     flow_settings,
+    push_flow_image,
     registry_for,
     repository_name,
 )
@@ -37,7 +38,6 @@ from release.oci import (
     Provenance,
     RegistryClient,
     copy_image,
-    push_image,
     record_provenance,
 )
 from release.registry.hashing import content_hash
@@ -176,23 +176,7 @@ def _push(args: argparse.Namespace) -> int:
                 f"run 'genaiops build --flow {args.flow} --env {cfg.environment}' first"
             )
         image = str(record["reference"])
-    tag = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
-    registry, auth = registry_for(cfg)
-    pushed = push_image(docker_client(cfg), image, registry, repository_name(args.flow), tag, auth=auth)
-    save_record(
-        cfg.environment,
-        args.flow,
-        "push",
-        {
-            "flow": args.flow,
-            "registry": pushed.registry,
-            "repository": pushed.repository,
-            "tag": pushed.tag,
-            "digest": pushed.digest,
-            "reference": pushed.reference,
-            "source_image": image,
-        },
-    )
+    pushed = push_flow_image(cfg, args.flow, image)
     print(f"pushed {pushed.reference}")
     return 0
 

@@ -118,13 +118,19 @@ def write_metrics(run_dir: Path, rows: list[RunMetrics], summary: dict[str, Any]
     (run_dir / "metrics.json").write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
 
 
+def variant_keys(rows: list[RunMetrics]) -> dict[str, str]:
+    """Short, stable keys (V1, V2, ...) for variant ids, which are too long for chart labels."""
+    return {variant: f"V{i}" for i, variant in enumerate(dict.fromkeys(r.variant_id for r in rows), 1)}
+
+
 def _bar_chart(metric: str, rows: list[RunMetrics], baseline: float | None) -> str:
     datasets = list(dict.fromkeys(r.dataset for r in rows))
-    variants = list(dict.fromkeys(r.variant_id for r in rows))
+    keys = variant_keys(rows)
+    variants = list(keys)
     values = {(r.variant_id, r.dataset): r.metrics.get(metric) for r in rows}
     numbers = [v for v in values.values() if v is not None] + ([baseline] if baseline is not None else [])
     top = max([1.0, *numbers]) if numbers else 1.0
-    bar_h, gap, label_w, width = 16, 6, 260, 640
+    bar_h, gap, label_w, width = 16, 6, 60, 560
     chart_w = width - label_w - 60
     height = len(variants) * (len(datasets) * bar_h + gap) + 40
     parts = [
@@ -134,7 +140,10 @@ def _bar_chart(metric: str, rows: list[RunMetrics], baseline: float | None) -> s
     ]
     y = 24
     for variant in variants:
-        parts.append(f'<text x="0" y="{y + bar_h}" font-size="11">{html.escape(variant[:42])}</text>')
+        parts.append(
+            f'<text x="0" y="{y + bar_h}" font-size="12" font-weight="bold">{keys[variant]}'
+            f"<title>{html.escape(variant)}</title></text>"
+        )
         for d_index, dataset in enumerate(datasets):
             value = values.get((variant, dataset))
             if value is not None:
@@ -155,7 +164,9 @@ def _bar_chart(metric: str, rows: list[RunMetrics], baseline: float | None) -> s
             f'<line x1="{x:.1f}" y1="20" x2="{x:.1f}" y2="{y}" stroke="#222" stroke-dasharray="4 3">'
             f"<title>baseline {baseline:.4f}</title></line>"
         )
-        parts.append(f'<text x="{x + 3:.1f}" y="{y + 12}" font-size="11">baseline {baseline:.3f}</text>')
+        parts.append(
+            f'<text x="{x + 3:.1f}" y="14" font-size="11" fill="#555">baseline {baseline:.3f}</text>'
+        )
     legend_x = label_w
     for d_index, dataset in enumerate(datasets):
         color = PALETTE[d_index % len(PALETTE)]
@@ -178,11 +189,13 @@ def write_html(
 ) -> Path:
     names = metric_names(rows)
     esc = html.escape
-    head = "".join(f"<th>{esc(n)}</th>" for n in ["variant", "dataset", "lines", "failed", *names])
+    keys = variant_keys(rows)
+    head = "".join(f"<th>{esc(n)}</th>" for n in ["key", "variant", "dataset", "lines", "failed", *names])
     body = []
     for row in rows:
         chosen = gate is not None and gate.chosen is not None and gate.chosen.variant_id == row.variant_id
         cells = [
+            keys[row.variant_id],
             row.variant_id,
             row.dataset,
             str(row.lines),
@@ -193,7 +206,8 @@ def write_html(
         body.append(f"<tr{attr}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
     if baseline is not None:
         cells = [
-            f"baseline: {baseline.variant_id} (flow version {baseline.flow_version})",
+            "baseline",
+            f"{baseline.variant_id} (flow version {baseline.flow_version})",
             "registered",
             "",
             "",
@@ -232,6 +246,7 @@ tr.baseline {{ background: #f1f1f1; font-style: italic; }}
 <h2>Metrics by variant and dataset</h2>
 <table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Charts</h2>
+<p>Bars are labelled with the variant keys of the table above (hover a key for the variant).</p>
 {charts}
 <p>Line outputs: <code>runs/&lt;dataset&gt;/&lt;variant&gt;/outputs.jsonl</code>;
 metrics: metrics.csv, metrics.json.</p>

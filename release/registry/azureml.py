@@ -128,16 +128,6 @@ class AzureMLRegistry(Registry):
         log.info("%s %s: registered version %s (%d files)", kind, name, result.version, uploaded.files)
         return self._registration(kind, result, True)
 
-    def register_flow(
-        self, name: str, path: Path, *, git_sha: str | None = None, tags: dict[str, str] | None = None
-    ) -> Registration:
-        return self._register("flow", name, path, git_sha, tags)
-
-    def register_data(
-        self, name: str, path: Path, *, git_sha: str | None = None, tags: dict[str, str] | None = None
-    ) -> Registration:
-        return self._register("data", name, path, git_sha, tags)
-
     # -- selections (the release baseline) ------------------------------------------------
     def record_selection(self, selection: Selection) -> None:
         model = find(

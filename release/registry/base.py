@@ -45,17 +45,23 @@ class Selection:
 class Registry(ABC):
     """Registers flows and datasets by content hash and records gate selections."""
 
-    @abstractmethod
     def register_flow(
         self, name: str, path: Path, *, git_sha: str | None = None, tags: dict[str, str] | None = None
     ) -> Registration:
         """Register ``path`` (a flow folder) as ``name``; a new version only when its hash changed."""
+        return self._register("flow", name, path, git_sha, tags)
 
-    @abstractmethod
     def register_data(
         self, name: str, path: Path, *, git_sha: str | None = None, tags: dict[str, str] | None = None
     ) -> Registration:
         """Register ``path`` (a dataset file or folder); a new version only when its hash changed."""
+        return self._register("data", name, path, git_sha, tags)
+
+    @abstractmethod
+    def _register(
+        self, kind: AssetKind, name: str, path: Path, git_sha: str | None, tags: dict[str, str] | None
+    ) -> Registration:
+        """Hash ``path``; create version N+1 only when the hash differs from the latest version's."""
 
     @abstractmethod
     def latest(self, kind: AssetKind, name: str) -> Registration | None:

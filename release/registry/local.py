@@ -83,16 +83,6 @@ class LocalRegistry(Registry):
         self._save(data)
         return Registration(kind, name, version, digest, True, git_sha, dict(tags or {}))
 
-    def register_flow(
-        self, name: str, path: Path, *, git_sha: str | None = None, tags: dict[str, str] | None = None
-    ) -> Registration:
-        return self._register("flow", name, path, git_sha, tags)
-
-    def register_data(
-        self, name: str, path: Path, *, git_sha: str | None = None, tags: dict[str, str] | None = None
-    ) -> Registration:
-        return self._register("data", name, path, git_sha, tags)
-
     def latest(self, kind: AssetKind, name: str) -> Registration | None:
         versions = self._load().get(kind, {}).get(name, [])
         if not versions:

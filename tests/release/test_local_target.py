@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
 import sys
 import time
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import docker
@@ -21,33 +18,7 @@ from release.targets.local import LocalTarget
 pytestmark = [pytest.mark.docker]
 
 
-def load_stubs() -> ModuleType:
-    path = Path(__file__).parent / "fixtures" / "stub_server" / "stubs.py"
-    spec = importlib.util.spec_from_file_location("release_test_stubs", path)
-    assert spec and spec.loader
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-stubs = load_stubs()
-
-
-@pytest.fixture(scope="module")
-def images(local_env: Any) -> dict[str, str]:
-    return stubs.build_stub_images(local_env.docker_host)
-
-
-@pytest.fixture
-def target(local_env: Any) -> Any:
-    flow = f"lt_{secrets.token_hex(3)}"
-    target = LocalTarget(flow, docker_host=local_env.docker_host, router=local_env.router, scope="test")
-    yield target
-    local_env.router.set_routes(flow, {})
-    for info in target.list_deployments():
-        target.delete(info.name)
+stubs = sys.modules["release_test_stubs"]  # loaded by tests/release/conftest.py
 
 
 def routed_version(target: LocalTarget, expected: set[str], tries: int = 50) -> str:

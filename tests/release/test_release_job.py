@@ -7,12 +7,10 @@ image, push to the local registry, blue/green deploy, smoke test, traffic); the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import docker
@@ -27,18 +25,7 @@ pytestmark = [pytest.mark.docker]
 FLOW = "web_classification"
 
 
-def load_stubs() -> ModuleType:
-    path = Path(__file__).parent / "fixtures" / "stub_server" / "stubs.py"
-    spec = importlib.util.spec_from_file_location("release_test_stubs", path)
-    assert spec and spec.loader
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-stubs = load_stubs()
+stubs = sys.modules["release_test_stubs"]  # loaded by tests/release/conftest.py
 
 
 @pytest.fixture(scope="module")
