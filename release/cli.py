@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        # the Azure SDKs log every credential they try at WARNING; our errors say what to do
+        logging.getLogger("azure").setLevel(logging.ERROR)
     try:
         return int(args.handler(args) or 0)
     except UserError as exc:

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from azure.core.credentials import TokenCredential
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+)
 from azure.core.pipeline import Pipeline
 from azure.core.pipeline.policies import RetryPolicy
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
@@ -167,11 +172,17 @@ def must(what: str, fn: Callable[[], T]) -> T:
         return call(what, fn)
     except ResourceNotFoundError as exc:
         raise AzureCallError(
-            f"{what}: {describe(exc)}; is the environment's infrastructure deployed (make infra ENV=...)?"
+            f"{what}: {describe(exc)}; is the environment's infrastructure deployed "
+            "(make plan ENV=..., then make apply ENV=...)?"
         ) from None
 
 
 def describe(exc: AzureError) -> str:
+    if isinstance(exc, ClientAuthenticationError) and exc.status_code is None:
+        return (
+            "no Azure credentials: run `az login`, or set AZURE_CLIENT_ID and AZURE_TENANT_ID with "
+            "AZURE_FEDERATED_TOKEN_FILE (workload identity) as the pipelines do"
+        )
     if isinstance(exc, HttpResponseError):
         code = getattr(exc.error, "code", None) if exc.error else None
         status = exc.status_code
