@@ -65,6 +65,12 @@ ROLES: dict[str, Role] = {
             "cannot create compute or change the workspace",
         ),
         Role(
+            "Log Analytics Reader",
+            "73c42c96-874c-492b-b04d-ab87d138a893",
+            "deployer: reads the request telemetry of each deployment (error rate, p99) between "
+            "canary steps (release/azure/telemetry.py); read only, on the one workspace",
+        ),
+        Role(
             "AcrPush",
             "8311e382-0749-4cb8-b61a-304f252e45ec",
             "deployer: pushes flow images to the environment's registry (includes pull)",

@@ -54,6 +54,7 @@ SERVING_FILES = (
     "release/serving/__main__.py",
     "release/serving/settings.py",
     "release/serving/server.py",
+    "release/serving/telemetry.py",
 )
 
 

@@ -39,6 +39,7 @@ class Scopes:
     registry_id: str
     storage_id: str
     app_insights_id: str = ""  # needed when ``telemetry`` principals are given
+    log_analytics_id: str = ""  # where canary checks read request telemetry (deployer, read only)
 
 
 def grant(
@@ -129,6 +130,8 @@ class Access(Construct):
 
         for role_name, attr in self.DEPLOYER_ROLES:
             add(role_name, getattr(scopes, attr), deployer, attr.removesuffix("_id"))
+        if scopes.log_analytics_id:
+            add("Log Analytics Reader", scopes.log_analytics_id, deployer, "log_analytics")
         for label, web_app_id in web_apps:
             add("Website Contributor", web_app_id, deployer, label)
         for principal in runtime:

@@ -198,6 +198,7 @@ class EnvironmentStack(cdktf.TerraformStack):
                 registry_id=ws.registry.id,
                 storage_id=ws.storage.id,
                 app_insights_id=ws.app_insights.id,
+                log_analytics_id=ws.log_analytics.id,
             ),
             deployer=deployer,
             runtime=self.runtime,

@@ -27,9 +27,10 @@ from azure.ai.ml.entities import (
 
 from release.azure import names
 from release.azure.clients import ML_SCOPE, AzureContext, find, must, wait_lro
+from release.azure.telemetry import RequestTelemetry
 from release.config import EnvironmentConfig
 from release.errors import UserError
-from release.targets.base import DeploymentInfo, DeploymentSpec, Target, validate_traffic
+from release.targets.base import DeploymentInfo, DeploymentSpec, Target, TrafficMetrics, validate_traffic
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class AzureMLOnlineTarget(Target):
         self.ctx = ctx or AzureContext.from_config(cfg)
         self.endpoint = cfg.endpoint_name(flow)
         self._ml: MLClient | None = None
+        self.telemetry: RequestTelemetry | None = None  # built on first use (canary metrics)
 
     @property
     def ml(self) -> MLClient:
@@ -133,6 +135,7 @@ class AzureMLOnlineTarget(Target):
         )
         env = dict(spec.env)
         env.update({"PROMPTFLOW_RUN_MODE": "serving", "PRT_CONFIG_OVERRIDE": override})
+        env["OTEL_SERVICE_NAME"] = spec.name  # telemetry's cloud role name = the deployment
         env.update(self.secret_references(spec))
         return env
 
@@ -257,3 +260,10 @@ class AzureMLOnlineTarget(Target):
         if poller is None:
             return
         wait_lro(poller, f"delete {self.endpoint}/{deployment}", DELETE_TIMEOUT_S)
+
+    def traffic_metrics(self, since: float) -> dict[str, TrafficMetrics]:
+        """Real traffic per deployment from the environment's Application Insights
+        (:mod:`release.azure.telemetry`)."""
+        if self.telemetry is None:
+            self.telemetry = RequestTelemetry(self.ctx, self.cfg)
+        return self.telemetry.metrics("azureml", lambda: [d.name for d in self.list_deployments()], since)

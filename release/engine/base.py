@@ -36,6 +36,7 @@ class ConnectionSpec:
     target: str
     api_key: str = field(repr=False, default="")
     api_version: str | None = None
+    api_type: str | None = None  # azure | openai, when the config names it
 
     def __repr__(self) -> str:
         return f"ConnectionSpec(name={self.name!r}, category={self.category!r}, target={self.target!r})"

@@ -6,6 +6,13 @@ its own bounded thread pool: a ``pf run`` batch run costs ~8 s of start-up per r
 machines, which makes many small runs slow (see docs/experiments.md and bench/experiment.py).
 :func:`batch_run` keeps the classic ``pf run`` path (the template's way) for comparison.
 
+Standard streams: prompt flow swaps ``sys.stdout``/``sys.stderr`` for its node log writers while a
+line runs, and with lines on several threads it leaves them swapped; its loggers also bind to the
+stream of the moment they are created (a closed per-test capture stream, or a node log writer that
+logs back into them: a RecursionError). :class:`_StreamGuard` puts the streams back when the last
+line ends, and :func:`_live_log_streams` makes prompt flow's log handlers write to whatever the
+real stream is at write time. Library users and notebooks need no workaround.
+
 Telemetry is off and traces go nowhere; ``PF_HOME_DIRECTORY`` is the repo's git-ignored
 ``.genaiops/promptflow`` (or the folder given). Connections are built in memory from the
 environment config at run time: their keys are never written to disk.
@@ -18,6 +25,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -84,6 +92,7 @@ def configure(home: Path | None = None) -> Path:
             config.config.setdefault(section, {})[name] = value  # and in memory, whatever the cwd
         _share_tls_context()
         _cache_package_tools()
+        _live_log_streams()
         _configured_home = home
         return home
 
@@ -151,6 +160,108 @@ def _cache_package_tools() -> None:
 
     collect_package_tools._genaiops_cached = True  # type: ignore[attr-defined]
     tools_manager.collect_package_tools = collect_package_tools
+
+
+def _unwrap(stream: Any) -> Any:
+    """The real stream under prompt flow's node log writers (which write to the stream they wrapped)."""
+    from promptflow._core.log_manager import NodeLogWriter
+
+    for _ in range(64):  # writers wrap writers when lines overlap; the chain is short and finite
+        if not isinstance(stream, NodeLogWriter):
+            return stream
+        stream = getattr(stream, "_prev_out", None)
+    return stream
+
+
+class _LiveStream:
+    """A log handler's stream resolving ``sys.<name>`` at write time (never a node log writer)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def _target(self) -> Any:
+        stream = _unwrap(getattr(sys, self.name, None))
+        if stream is None or getattr(stream, "closed", False):
+            stream = getattr(sys, f"__{self.name}__", None)
+        return stream
+
+    def write(self, text: str) -> int:
+        stream = self._target()
+        if stream is not None:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        stream = self._target()
+        if stream is not None and hasattr(stream, "flush"):
+            stream.flush()
+
+
+def _live_log_streams() -> None:
+    """Point prompt flow's console log handlers at :class:`_LiveStream` (idempotent, cheap).
+
+    Its loggers are made at import time or lazily, each ``StreamHandler`` keeping the
+    ``sys.stdout``/``sys.stderr`` of that moment: a pytest capture stream closed after its test, or a
+    node log writer whose writes log again (RecursionError under retried 429s). Called when the
+    engine is configured and whenever a flow is opened (later imports may add loggers).
+    """
+    import logging
+
+    from promptflow._utils import logger_utils
+
+    loggers: list[logging.Logger] = [
+        x
+        for x in vars(logger_utils).values()
+        if isinstance(x, logging.Logger) and x.name.startswith("execution")
+    ]
+    for name, item in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(item, logging.Logger) and (
+            name.startswith("promptflow") or name == "azure.core.pipeline.policies._universal"
+        ):
+            loggers.append(item)
+    for log in loggers:
+        for handler in list(log.handlers):
+            if type(handler) is not logging.StreamHandler or isinstance(handler.stream, _LiveStream):
+                continue
+            out = handler.stream in (sys.stdout, sys.__stdout__) or log.name.startswith("execution")
+            handler.acquire()
+            try:
+                handler.stream = _LiveStream("stdout" if out else "stderr")
+            finally:
+                handler.release()
+
+
+class _StreamGuard:
+    """Restores ``sys.stdout``/``sys.stderr`` when the last concurrent prompt flow call ends.
+
+    prompt flow's ``NodeLogManager`` saves and restores the streams in one shared object per
+    executor, so overlapping lines on several threads leave a node log writer in place. The
+    streams seen when the first of the overlapping calls started are put back when the last one
+    ends (only when prompt flow left its writer there: a change made by someone else stays).
+    """
+
+    _lock = threading.Lock()
+    _active = 0
+    _saved: tuple[Any, Any] = (None, None)
+
+    def __enter__(self) -> None:
+        with _StreamGuard._lock:
+            if _StreamGuard._active == 0:
+                _StreamGuard._saved = (_unwrap(sys.stdout), _unwrap(sys.stderr))
+            _StreamGuard._active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        from promptflow._core.log_manager import NodeLogWriter
+
+        with _StreamGuard._lock:
+            _StreamGuard._active -= 1
+            if _StreamGuard._active == 0:
+                out, err = _StreamGuard._saved
+                if isinstance(sys.stdout, NodeLogWriter) and out is not None:
+                    sys.stdout = out
+                if isinstance(sys.stderr, NodeLogWriter) and err is not None:
+                    sys.stderr = err
+                _StreamGuard._saved = (None, None)
 
 
 def connection_dicts(connections: list[ConnectionSpec]) -> dict[str, dict[str, Any]]:
@@ -363,12 +474,25 @@ class PromptflowEngine(Engine):
         connections: list[ConnectionSpec],
         connection_overrides: dict[str, str] | None = None,
     ) -> FlowSession:
-        from promptflow.executor import FlowExecutor
-
         flow_dir = flow_dir.resolve()
         overrides = dict(connection_overrides or {})
         info = self.describe(flow_dir)
         conns = connection_dicts(connections)
+        _live_log_streams()
+        with _StreamGuard():
+            executor = self._executor(flow_dir, info, variant, conns, overrides)
+        return _PromptflowSession(executor, info.kind)
+
+    def _executor(
+        self,
+        flow_dir: Path,
+        info: FlowInfo,
+        variant: FlowVariant,
+        conns: dict[str, dict[str, Any]],
+        overrides: dict[str, str],
+    ) -> Any:
+        from promptflow.executor import FlowExecutor
+
         if info.kind == "flex":
             init = {k: v for k, v in info.init_params.items() if v is not None}
             init.update(variant.params)
@@ -388,7 +512,7 @@ class PromptflowEngine(Engine):
             executor = FlowExecutor.create(
                 work / _DAG, conns, work, raise_ex=False, line_timeout_sec=LINE_TIMEOUT_S
             )
-        return _PromptflowSession(executor, info.kind)
+        return executor
 
 
 class _PromptflowSession(FlowSession):
@@ -398,7 +522,8 @@ class _PromptflowSession(FlowSession):
 
     def run_line(self, inputs: dict[str, Any], index: int) -> LineOutput:
         try:
-            result = self.executor.exec_line(inputs, index=index, allow_generator_output=False)
+            with _StreamGuard():
+                result = self.executor.exec_line(inputs, index=index, allow_generator_output=False)
         except Exception as exc:  # prompt flow raises for bad inputs even with raise_ex=False
             raise LineFailed(f"{type(exc).__name__}: {exc}", retryable=_is_retryable(str(exc))) from None
         status = str(getattr(result.run_info.status, "value", result.run_info.status))
@@ -422,9 +547,11 @@ class _PromptflowSession(FlowSession):
             for line in lines:
                 for key, value in (line.aggregation_inputs or {}).items():
                     agg.setdefault(key, []).append(value)
-            result = self.executor.exec_aggregation(columns, agg)
+            with _StreamGuard():
+                result = self.executor.exec_aggregation(columns, agg)
         else:
-            result = self.executor.exec_aggregation({}, [line.outputs for line in lines])
+            with _StreamGuard():
+                result = self.executor.exec_aggregation({}, [line.outputs for line in lines])
         metrics = dict(result.metrics or {})
         if not metrics and isinstance(result.output, dict):
             metrics = {k: v for k, v in result.output.items() if isinstance(v, (int, float))}

@@ -167,7 +167,9 @@ def connections_for(ctx: Context, needed: list[str]) -> list[ConnectionSpec]:
                 key = LocalEnvironment(ctx.config.local_settings()).model_api_key()
             else:
                 key = resolve_secret(conn.secret)
-        specs.append(ConnectionSpec(conn.name, conn.category, conn.target, key, conn.api_version))
+        specs.append(
+            ConnectionSpec(conn.name, conn.category, conn.target, key, conn.api_version, conn.api_type)
+        )
     return specs
 
 

@@ -5,8 +5,11 @@
 * Throttling: a line failing with 429 / a transient error is retried up to ``max_retries`` times,
   waiting the server's ``Retry-After`` when known, else an exponential back-off with jitter,
   capped at ``max_backoff_s``. Lines still failing are reported, never dropped silently.
-* Cache: each completed line is appended to ``<cache>/<job key>/lines.jsonl`` at once, so a run
+* Cache: each completed line is appended to ``<cache>/<line key>/lines.jsonl`` at once, so a run
   interrupted half-way resumes with only the missing lines, and an unchanged run costs nothing.
+  The line key is the job's content key (flow, data, parameters) plus the identity of the model
+  behind the connections (:mod:`release.experiment.model_identity`), read once per runner: a
+  new endpoint, api version or model version does not reuse answers of the old one.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from release.engine.base import ConnectionSpec, Engine, FlowSession, LineFailed, LineOutput
+from release.experiment.model_identity import model_identity
 from release.experiment.plan import Job
+from release.registry.hashing import hash_text
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,7 @@ class Runner:
         max_backoff_s: float = 10.0,
         progress: bool = True,
         use_cache: bool = True,
+        model_identity: str | None = None,
     ) -> None:
         self.engine = engine
         self.connections = connections
@@ -89,6 +95,7 @@ class Runner:
         self.max_backoff_s = max_backoff_s
         self.progress = progress
         self.use_cache = use_cache
+        self._model_identity = model_identity  # None: read from the endpoints at the first run
         self._sessions: dict[tuple[str, str], FlowSession] = {}
         self._session_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
@@ -110,8 +117,20 @@ class Runner:
             return self._sessions[key]
 
     # -- cache ---------------------------------------------------------------------------
+    def model_identity(self) -> str:
+        """The identity of the model behind the connections: read once per runner, then reused."""
+        with self._lock:
+            if self._model_identity is None:
+                self._model_identity = model_identity(self.connections)
+            return self._model_identity
+
+    def line_key(self, job: Job) -> str:
+        """The cache key of the job's lines: its content key and the model identity."""
+        return hash_text("lines", job.key, self.model_identity())
+
     def _cache_file(self, job: Job) -> Path:
-        return self.cache_dir / job.key[:2] / job.key / "lines.jsonl"
+        key = self.line_key(job)
+        return self.cache_dir / key[:2] / key / "lines.jsonl"
 
     def _load_cached(self, job: Job) -> dict[int, LineRecord]:
         path = self._cache_file(job)

@@ -13,7 +13,8 @@ It prints ``model endpoint listening on http://127.0.0.1:PORT`` once it accepts 
 
 - ``POST /v1/chat/completions`` (``Authorization: Bearer <key>``)
 - ``POST /openai/deployments/{name}/chat/completions?api-version=...`` (``api-key: <key>`` or Bearer)
-- ``GET /v1/models`` (key), ``GET /health`` (no key)
+- ``GET /v1/models`` (key; each model carries the ``system_fingerprint`` of the responder version),
+  ``GET /health`` (no key)
 - ``GET|POST /admin/faults``, ``GET /admin/stats`` (key): change faults on a running server
 
 The HTTP/1.1 layer is a small hand-written asyncio protocol with keep-alive: it answers requests
@@ -48,7 +49,7 @@ from release.local_env.faults import (
     FaultState,
     load_fault_file,
 )
-from release.local_env.responder import Messages, Params, respond
+from release.local_env.responder import RESPONDER_VERSION, Messages, Params, respond
 
 API_KEY_ENV = "LOCAL_MODEL_API_KEY"
 DEFAULT_MODEL = "local-model"
@@ -57,6 +58,9 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection (or a request that never completes) is closed
 SWEEP_INTERVAL_S = 5.0
 STREAM_WORDS_PER_CHUNK = 4
+# Identifies the answering logic, like OpenAI's ``system_fingerprint``: it changes when the
+# responder's behaviour does, so caches keyed on it (the experiment runner's) do not serve stale answers.
+SYSTEM_FINGERPRINT = f"fp_genaiops_local_{RESPONDER_VERSION}"
 REASONS = {
     200: "OK",
     400: "Bad Request",
@@ -152,11 +156,18 @@ class BadRequest(Exception):
 class ModelServer:
     """Routing, api-key checks, faults and the OpenAI response shapes (no sockets here)."""
 
-    def __init__(self, api_key: str, faults: FaultSettings | None = None, model: str = DEFAULT_MODEL) -> None:
+    def __init__(
+        self,
+        api_key: str,
+        faults: FaultSettings | None = None,
+        model: str = DEFAULT_MODEL,
+        fingerprint: str = SYSTEM_FINGERPRINT,
+    ) -> None:
         if not api_key:
             raise UserError(f"the model endpoint needs an api key: set {API_KEY_ENV}")
         self._key = api_key.encode()
         self.model = model
+        self.fingerprint = fingerprint  # reported in /v1/models and every completion
         self.faults = FaultState(faults or FaultSettings())
         self.started = int(time.time())
         self.requests = 0
@@ -224,7 +235,13 @@ class ModelServer:
     def _models(self, req: Request) -> Response:
         if not self._authorized(req.headers):
             return self._unauthorized(False)
-        model = {"id": self.model, "object": "model", "created": self.started, "owned_by": "genaiops-local"}
+        model = {
+            "id": self.model,
+            "object": "model",
+            "created": self.started,
+            "owned_by": "genaiops-local",
+            "system_fingerprint": self.fingerprint,
+        }
         return json_response(200, {"object": "list", "data": [model]})
 
     def _admin_faults(self, req: Request) -> Response:
@@ -347,7 +364,7 @@ class ModelServer:
                 "object": "chat.completion",
                 "created": created,
                 "model": model,
-                "system_fingerprint": "fp_genaiops_local",
+                "system_fingerprint": self.fingerprint,
                 "choices": choices,
                 "usage": usage,
             }
@@ -358,7 +375,7 @@ class ModelServer:
             "object": "chat.completion.chunk",
             "created": created,
             "model": model,
-            "system_fingerprint": "fp_genaiops_local",
+            "system_fingerprint": self.fingerprint,
         }
         if include_usage:
             base["usage"] = None

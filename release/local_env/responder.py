@@ -29,6 +29,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 WORD_RE = re.compile(r"[a-z0-9]+")
@@ -71,6 +72,11 @@ who why will with you your do does did not no can could would should may might s
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 DEFAULT_SUMMARY_SENTENCES = 3
 NO_ANSWER = "I cannot find the answer in the given context."
+
+# The version of these rules: a digest of this module, so any change to it is a new version. The
+# model endpoint reports it in its ``system_fingerprint``; the experiment runner's line cache is
+# keyed on that, so answers cached before a change are not reused after it.
+RESPONDER_VERSION = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 Messages = tuple[tuple[str, str], ...]
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from release.engine import get_engine
 from release.engine.base import FlowSession, LineFailed
+from release.serving import telemetry as request_telemetry
 from release.serving.settings import ServerSettings, StartupError, load_settings
 
 log = logging.getLogger("genaiops.serving")
@@ -35,6 +36,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RESTARTS = 10
 STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 8.0  # < STOP_TIMEOUT_S: the master kills what is still running after that
+FLUSH_TIMEOUT_S = 1.5  # telemetry flush of a stopping worker: drain + flush < STOP_TIMEOUT_S
 EXIT_LOAD_FAILED = 3
 # The engine's messages for requests that do not match the flow's inputs (HTTP 400).
 INPUT_ERRORS = (
@@ -51,12 +53,15 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "genaiops-serving/1"
     sys_version = ""
     session: FlowSession  # set on the subclass made per worker
+    telemetry: request_telemetry.RequestTelemetry | None = None  # set when App Insights is configured
+    _status = 0  # the status code of the answer sent (for telemetry)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: no per-request log
         return
 
     def _send(self, status: int, body: dict[str, Any]) -> None:
         data = json.dumps(body, default=str).encode("utf-8")
+        self._status = status
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -79,6 +84,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/score":
             self._error(HTTPStatus.NOT_FOUND, "NotFound", f"no route POST {self.path}; use POST /score")
             return
+        if self.telemetry is None:
+            self._score()
+            return
+        start_ns = time.time_ns()
+        self._status = 0
+        try:
+            self._score()
+        finally:
+            self.telemetry.record(
+                "POST", "/score", self._status, start_ns, time.time_ns(), self.headers.get("Host", "")
+            )
+
+    def _score(self) -> None:
         try:
             length = int(self.headers.get("Content-Length", "0"))
         except ValueError:
@@ -170,7 +188,8 @@ def _worker(sock: socket.socket, settings: ServerSettings) -> int:
     except Exception as exc:
         log.error("worker %d: cannot load the flow at %s: %s", os.getpid(), settings.flow_dir, exc)
         return EXIT_LOAD_FAILED
-    handler = type("Handler", (_Handler,), {"session": session})
+    telemetry = request_telemetry.start(settings.telemetry)  # after fork: it runs a thread
+    handler = type("Handler", (_Handler,), {"session": session, "telemetry": telemetry})
     server = _Server((settings.host, settings.port), handler, bind_and_activate=False)
     server.socket.close()
     server.socket = sock
@@ -186,6 +205,8 @@ def _worker(sock: socket.socket, settings: ServerSettings) -> int:
     server.serve_forever(poll_interval=0.2)
     if not _DRAIN.wait_idle(DRAIN_TIMEOUT_S):
         log.warning("worker %d: requests still running after %.0f s; exiting", os.getpid(), DRAIN_TIMEOUT_S)
+    if telemetry is not None:
+        telemetry.shutdown(FLUSH_TIMEOUT_S)
     return 0
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from release.engine.base import ConnectionSpec, FlowVariant
+from release.serving.telemetry import TelemetryConfig, TelemetryConfigError, config_from_environ
 
 DEFAULT_MANIFEST = "/app/serving.json"
 
@@ -40,6 +41,7 @@ class ServerSettings:
     host: str
     port: int
     workers: int
+    telemetry: TelemetryConfig | None = None  # None: no Application Insights connection string
 
 
 def _int_env(environ: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -85,6 +87,10 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
             f"connection key(s) not set: {', '.join(missing)}; pass them as environment variables "
             "to the container (e.g. docker run -e VAR=...); see /app/settings.json"
         )
+    try:
+        telemetry = config_from_environ(env)
+    except TelemetryConfigError as exc:
+        raise StartupError(str(exc)) from None
     cpus = os.cpu_count() or 1
     chosen = manifest.get("variant") or {}
     return ServerSettings(
@@ -99,4 +105,5 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         host=env.get("HOST", "0.0.0.0"),
         port=_int_env(env, "PORT", 8080, 1, 65535),
         workers=_int_env(env, "WORKERS", max(2, cpus), 1, 64),
+        telemetry=telemetry,
     )

@@ -38,10 +38,11 @@ from infra.naming import key_vault_secret
 from release.azure import names
 from release.azure.clients import AzureContext, find, must, poll_until, wait_lro
 from release.azure.online import SERVING_PORT, check_image
+from release.azure.telemetry import RequestTelemetry
 from release.config import AppServiceTarget as AppServiceSettings
 from release.config import EnvironmentConfig
 from release.errors import CheckFailed, UserError
-from release.targets.base import DeploymentInfo, DeploymentSpec, Target, validate_traffic
+from release.targets.base import DeploymentInfo, DeploymentSpec, Target, TrafficMetrics, validate_traffic
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,7 @@ class AppServiceTarget(Target):
         self.rg = self.ctx.resource_group
         self._web: WebSiteManagementClient | None = None
         self.warmup_interval_s = WARMUP_INTERVAL_S
+        self.telemetry: RequestTelemetry | None = None  # built on first use (canary metrics)
 
     @property
     def web(self) -> WebSiteManagementClient:
@@ -192,6 +194,8 @@ class AppServiceTarget(Target):
                 "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD",
                 DEPLOYMENT_SETTING: spec.name,
                 IMAGE_SETTING: spec.image,
+                # telemetry's cloud role name = the deployment (swaps with the slot content)
+                "OTEL_SERVICE_NAME": spec.name,
             }
         )
         return values
@@ -320,6 +324,13 @@ class AppServiceTarget(Target):
             f"delete slot {self.app}/{self.slot}",
             lambda: self.web.web_apps.delete_slot(self.rg, self.app, self.slot),
         )
+
+    def traffic_metrics(self, since: float) -> dict[str, TrafficMetrics]:
+        """Real traffic per slot's deployment from the environment's Application Insights
+        (:mod:`release.azure.telemetry`; ``AppRoleName`` = ``OTEL_SERVICE_NAME`` = deployment)."""
+        if self.telemetry is None:
+            self.telemetry = RequestTelemetry(self.ctx, self.cfg)
+        return self.telemetry.metrics("appservice", lambda: [n for n, _ in self._slots().values()], since)
 
     def describe(self) -> dict[str, Any]:
         return {"app": self.app, "slot": self.slot, "traffic": self.get_traffic()}

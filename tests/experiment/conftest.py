@@ -83,8 +83,8 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     )
     mp = pytest.MonkeyPatch()
     mp.setenv("LOCAL_MODEL_API_KEY", CANARY_KEY)
-    # Load prompt flow now, outside any test: its log handlers bind to the stderr of the moment,
-    # and a per-test capture stream (capsys) is closed when that test ends.
+    # Pay prompt flow's one-time load now (the engine keeps its log handlers on the live streams,
+    # so where the first load happens no longer matters: test_cache_identity_and_streams.py).
     from release.engine import get_engine
 
     get_engine(state_dir / "promptflow").warm_up()  # type: ignore[attr-defined]

@@ -167,7 +167,11 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "access",
         subscription_id=SUBSCRIPTION,
         scopes=Scopes(
-            workspace_id="/ws/id", registry_id="/acr/id", storage_id="/st/id", app_insights_id="/appi/id"
+            workspace_id="/ws/id",
+            registry_id="/acr/id",
+            storage_id="/st/id",
+            app_insights_id="/appi/id",
+            log_analytics_id="/log/id",
         ),
         deployer=Principal("deployer", DEPLOYER),
         runtime=[Principal("ep", "33333333-3333-3333-3333-333333333333", managed_identity=True)],

@@ -57,6 +57,7 @@ def test_access_scopes_each_grant_to_one_resource(bare: dict[str, Any]) -> None:
         (DEPLOYER, "AzureML Data Scientist", "/ws/id"),
         (DEPLOYER, "AcrPush", "/acr/id"),
         (DEPLOYER, "Storage Blob Data Contributor", "/st/id"),
+        (DEPLOYER, "Log Analytics Reader", "/log/id"),
         (DEPLOYER, "Website Contributor", "/app/id"),
         (EP, "AcrPull", "/acr/id"),
         (EP, "Storage Blob Data Reader", "/st/id"),

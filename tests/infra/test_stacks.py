@@ -85,6 +85,7 @@ def test_every_runtime_identity_gets_exactly_its_roles(stacks: Synthesized) -> N
             "AzureML Data Scientist",
             "AcrPush",
             "Storage Blob Data Contributor",
+            "Log Analytics Reader",
             "Key Vault Secrets Officer",
             "Website Contributor",
             "Website Contributor",
