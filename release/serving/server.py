@@ -11,12 +11,14 @@ requests in flight (at most ``DRAIN_TIMEOUT_S``) and answers them with ``Connect
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +40,7 @@ STOP_TIMEOUT_S = 10.0
 DRAIN_TIMEOUT_S = 8.0  # < STOP_TIMEOUT_S: the master kills what is still running after that
 FLUSH_TIMEOUT_S = 1.5  # telemetry flush of a stopping worker: drain + flush < STOP_TIMEOUT_S
 EXIT_LOAD_FAILED = 3
+LOAD_LOCK_WAIT_S = 120.0  # a worker waits at most this long for another worker's flow load
 # The engine's messages for requests that do not match the flow's inputs (HTTP 400).
 INPUT_ERRORS = (
     "InputNotFound",
@@ -92,8 +95,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._score()
         finally:
+            # no status: the handler raised before answering, which the client sees as a failure
+            status = self._status or HTTPStatus.INTERNAL_SERVER_ERROR.value
             self.telemetry.record(
-                "POST", "/score", self._status, start_ns, time.time_ns(), self.headers.get("Host", "")
+                "POST", "/score", status, start_ns, time.time_ns(), self.headers.get("Host", "")
             )
 
     def _score(self) -> None:
@@ -178,13 +183,35 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-def _worker(sock: socket.socket, settings: ServerSettings) -> int:
+@contextlib.contextmanager
+def _one_at_a_time(lock_fd: int, timeout_s: float) -> Iterator[None]:
+    """Workers load the flow one at a time: the engine writes its settings file (prompt flow's
+    ``pf.yaml``) while loading, and a worker reading it half-written could not start. A POSIX
+    record lock on the master's file (held per process, released if the worker dies); bounded:
+    after ``timeout_s`` the worker loads anyway."""
+    deadline = time.monotonic() + timeout_s
+    locked = False
+    while not locked and time.monotonic() < deadline:
+        try:
+            fcntl.lockf(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        if locked:
+            fcntl.lockf(lock_fd, fcntl.LOCK_UN)
+
+
+def _worker(sock: socket.socket, settings: ServerSettings, load_lock: int) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until the flow is loaded: just die
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        session = get_engine().open(
-            settings.flow_dir, settings.variant, settings.connections, settings.connection_overrides
-        )
+        with _one_at_a_time(load_lock, LOAD_LOCK_WAIT_S):
+            session = get_engine().open(
+                settings.flow_dir, settings.variant, settings.connections, settings.connection_overrides
+            )
     except Exception as exc:
         log.error("worker %d: cannot load the flow at %s: %s", os.getpid(), settings.flow_dir, exc)
         return EXIT_LOAD_FAILED
@@ -226,6 +253,7 @@ class Master:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
         self.sock = _bind(settings.host, settings.port)
+        self.load_lock = tempfile.TemporaryFile()  # noqa: SIM115 - held until the master stops
         self.children: set[int] = set()
         self.stopping = False
         self.restarts = 0
@@ -235,7 +263,7 @@ class Master:
         if pid == 0:  # child
             code = 1
             try:
-                code = _worker(self.sock, self.settings)
+                code = _worker(self.sock, self.settings, self.load_lock.fileno())
             finally:
                 os._exit(code)
         self.children.add(pid)
@@ -305,6 +333,7 @@ class Master:
             except (ProcessLookupError, ChildProcessError):
                 pass
         self.sock.close()
+        self.load_lock.close()
 
 
 def main() -> int:

@@ -125,12 +125,14 @@ class RequestTelemetry:
         # lazy imports: nothing of OpenTelemetry is loaded when telemetry is off
         from azure.core.pipeline.policies import RetryPolicy
         from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
+        from opentelemetry.context import Context
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.trace import SpanKind, Status, StatusCode
 
         self._kind = SpanKind.SERVER
+        self._root = Context()  # no parent: an incoming or ambient trace never samples a request out
         self._error = Status(StatusCode.ERROR)
         redact = _Redact(config)
         for handler in logging.getLogger().handlers:
@@ -141,8 +143,10 @@ class RequestTelemetry:
             from azure.identity import ManagedIdentityCredential
 
             credential = ManagedIdentityCredential(client_id=config.client_id)
+        self._provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
         exporter = AzureMonitorTraceExporter(
             connection_string=config.connection_string,
+            tracer_provider=self._provider,  # ours, not the global one: the flow engine has its own
             credential=credential,
             disable_offline_storage=True,
             timeout=NETWORK_TIMEOUT_S,
@@ -154,7 +158,6 @@ class RequestTelemetry:
                 timeout=3 * NETWORK_TIMEOUT_S,
             ),
         )
-        self._provider = TracerProvider(resource=Resource.create({"service.name": config.service_name}))
         # schedule delay and batch size follow OTEL_BSP_* when set; the queue is always bounded
         self._provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=MAX_QUEUE))
         self._tracer = self._provider.get_tracer("genaiops.serving")
@@ -174,7 +177,11 @@ class RequestTelemetry:
             if host:
                 attributes["server.address"] = host
             span = self._tracer.start_span(
-                f"{method} {route}", kind=self._kind, attributes=attributes, start_time=start_ns
+                f"{method} {route}",
+                context=self._root,
+                kind=self._kind,
+                attributes=attributes,
+                start_time=start_ns,
             )
             if status >= 500 or status == 0:  # 0: the request ended before an answer was sent
                 span.set_status(self._error)

@@ -114,20 +114,22 @@ def _manifest(flow_dir: Path) -> dict[str, Any]:
     }
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    root = tmp_path_factory.mktemp("telemetry")
+@dataclass(frozen=True)
+class Run:
+    statuses: list[int]  # of the /score requests sent, in order
+    posts_before_stop: int
+    exit_code: int
+    log: str
+
+
+def _run_server(
+    root: Path, connection_string: str, service_name: str, sends: list[Any], store: Ingestion | None
+) -> Run:
+    """Start the server, wait until healthy, send ``sends`` to /score, stop it gracefully."""
     flow_dir = root / "flow"
     shutil.copytree(FIXTURE_FLOW, flow_dir)
     manifest = root / "serving.json"
     manifest.write_text(json.dumps(_manifest(flow_dir)))
-    store = Ingestion()
-    ingestion = _ingestion_server(store)
-    threading.Thread(target=ingestion.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
-    connection_string = (
-        f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{ingestion.server_address[1]}/"
-    )
-    service_name = f"blue-{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -163,8 +165,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             time.sleep(0.2)
         statuses: list[int] = []
         with requests.Session() as http:
-            sends: list[Any] = [{"text": "hi"}, {"text": "fail"}, {}, {"text": "again"}, b"{not json"]
-            sends += [{"text": "fail"}, {"text": "three"}]
             for body in sends:
                 if isinstance(body, bytes):
                     r = http.post(f"{url}/score", data=body, timeout=30)
@@ -173,23 +173,42 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 statuses.append(r.status_code)
             assert http.get(f"{url}/health", timeout=5).status_code == 200  # not a /score request
         time.sleep(0.3)
-        with store.lock:
-            posts_before_stop = len(store.bodies)
+        posts_before_stop = 0
+        if store is not None:
+            with store.lock:
+                posts_before_stop = len(store.bodies)
         proc.send_signal(signal.SIGTERM)
         exit_code = proc.wait(timeout=STOP_WAIT_S)
-        yield Served(
-            ingestion=store,
-            service_name=service_name,
-            connection_string=connection_string,
-            statuses=statuses,
-            posts_before_stop=posts_before_stop,
-            exit_code=exit_code,
-            log=log_file.read_text(errors="replace"),
-        )
+        return Run(statuses, posts_before_stop, exit_code, log_file.read_text(errors="replace"))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    store = Ingestion()
+    ingestion = _ingestion_server(store)
+    threading.Thread(target=ingestion.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    connection_string = (
+        f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{ingestion.server_address[1]}/"
+    )
+    service_name = f"blue-{uuid.uuid4().hex[:8]}"
+    sends: list[Any] = [{"text": "hi"}, {"text": "fail"}, {}, {"text": "again"}, b"{not json"]
+    sends += [{"text": "fail"}, {"text": "three"}]
+    try:
+        run = _run_server(tmp_path_factory.mktemp("telemetry"), connection_string, service_name, sends, store)
+        yield Served(
+            ingestion=store,
+            service_name=service_name,
+            connection_string=connection_string,
+            statuses=run.statuses,
+            posts_before_stop=run.posts_before_stop,
+            exit_code=run.exit_code,
+            log=run.log,
+        )
+    finally:
         ingestion.shutdown()
         ingestion.server_close()
 
@@ -200,13 +219,14 @@ def _requests(served: Served) -> list[dict[str, Any]]:
 
 def test_requests_answered_as_expected(served: Served) -> None:
     assert served.statuses == [200, 500, 400, 200, 400, 500, 200]
-    print(served.log)
     assert served.exit_code == 0, served.log[-3000:]
 
 
 def test_one_request_envelope_per_score_request_flushed_on_stop(served: Served) -> None:
     assert served.posts_before_stop == 0  # batched: nothing was sent before the graceful stop
-    assert served.ingestion.paths and all(p.startswith("/v2") and p.endswith("/track") for p in served.ingestion.paths)
+    assert served.ingestion.paths and all(
+        p.startswith("/v2") and p.endswith("/track") for p in served.ingestion.paths
+    )
     envelopes = _requests(served)
     assert len(envelopes) == len(served.statuses)
     assert sorted(int(e["data"]["baseData"]["responseCode"]) for e in envelopes) == sorted(served.statuses)
@@ -242,7 +262,9 @@ def test_telemetry_off_without_connection_string() -> None:
 
 
 def test_telemetry_settings_from_environment() -> None:
-    base = {"APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={IKEY};IngestionEndpoint=https://x/"}
+    base = {
+        "APPLICATIONINSIGHTS_CONNECTION_STRING": f"InstrumentationKey={IKEY};IngestionEndpoint=https://x/"
+    }
     config = config_from_environ(base)
     assert config is not None and not config.aad and config.service_name == "genaiops-flow"
     assert IKEY not in repr(config)
@@ -278,3 +300,12 @@ def test_bad_telemetry_settings_stop_the_start(tmp_path: Path, variables: dict[s
         load_settings(env)
     assert named in str(raised.value)
     assert CANARY not in str(raised.value)
+
+
+def test_unreachable_ingestion_fails_no_request_and_stop_stays_bounded(tmp_path: Path) -> None:
+    closed = free_port()  # nothing listens there: every export is refused
+    connection_string = f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{closed}/"
+    run = _run_server(tmp_path, connection_string, "green", [{"text": "hi"}, {"text": "fail"}], None)
+    assert run.statuses == [200, 500]
+    assert run.exit_code == 0, run.log[-3000:]  # stopped before the master's kill deadline
+    assert connection_string not in run.log and IKEY not in run.log and f":{closed}/" not in run.log
