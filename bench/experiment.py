@@ -25,6 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from release.local_env.environment import model_server_command  # noqa: E402
 from release.local_env.net import free_port, http_status, wait_until  # noqa: E402
 
 WC = REPO / "flows" / "web_classification"
@@ -89,17 +90,7 @@ def main() -> int:
     )
     procs = [
         _start(
-            [
-                sys.executable,
-                "-m",
-                "release.local_env.model_server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(model_port),
-                "--latency-ms",
-                str(args.latency_ms),
-            ],
+            [*model_server_command(model_port), "--latency-ms", str(args.latency_ms)],
             model_port,
             env,
         ),

@@ -18,7 +18,6 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from release.errors import UserError
+from release.yamlfile import read_mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO_ROOT / "config"
@@ -495,12 +495,7 @@ def load_config_file(path: Path, environ: dict[str, str] | None = None) -> Envir
     if not path.is_file():
         available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
         raise ConfigError(f"{shown}: no such config file; environments available: {available}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{shown}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{shown}: must be a mapping of settings, got {type(raw).__name__}")
+    raw = read_mapping(path, shown, ConfigError, "a mapping of settings")
     raw = resolve_vars(raw, "", environ, shown)
     raw.setdefault("environment", path.stem)
     if raw["environment"] != path.stem:

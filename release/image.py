@@ -31,6 +31,7 @@ import jinja2
 from release.base_image import ensure_base_image
 from release.config import REPO_ROOT, Connection
 from release.errors import UserError
+from release.git import git_sha
 from release.registry.hashing import EXCLUDED_DIRS, EXCLUDED_SUFFIXES, content_hash
 from release.serving.settings import base_env, key_env
 
@@ -47,6 +48,7 @@ LABEL_PREFIX = "ai.genaiops"
 SERVING_FILES = (
     "release/__init__.py",
     "release/errors.py",
+    "release/yamlfile.py",
     "release/engine/__init__.py",
     "release/engine/base.py",
     "release/engine/promptflow.py",
@@ -92,20 +94,6 @@ class BuiltImage:
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def git_sha(repo: Path = REPO_ROOT) -> str:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
 
 
 def used_connections(
@@ -300,7 +288,7 @@ def stage_context(
 
 def image_labels(spec: ImageSpec, sha: str | None = None) -> dict[str, str]:
     labels = {
-        "org.opencontainers.image.revision": sha or git_sha(),
+        "org.opencontainers.image.revision": sha or git_sha() or "unknown",
         "org.opencontainers.image.title": spec.flow,
         f"{LABEL_PREFIX}.flow": spec.flow,
         f"{LABEL_PREFIX}.flow-hash": content_hash(spec.flow_dir),

@@ -42,6 +42,7 @@ from release.engine.base import (
     LineOutput,
 )
 from release.errors import UserError
+from release.yamlfile import read_mapping
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_HOME = REPO_ROOT / ".genaiops" / "promptflow"
@@ -295,13 +296,7 @@ def _flow_file(flow_dir: Path) -> Path:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: must be a mapping")
-    return data
+    return read_mapping(path)
 
 
 def _flex_call_params(flow_dir: Path, entry: str) -> list[str]:

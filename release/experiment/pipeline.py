@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from release.experiment.plan import Plan, build_plan
 from release.experiment.report import make_run_dir, new_run_id, write_html, write_line_outputs, write_metrics
 from release.experiment.runner import JobResult, Runner
 from release.experiment.spec import Experiment, load_experiment
+from release.git import git_sha
 from release.registry.base import Registration, Registry, Selection
 from release.registry.local import LocalRegistry
 
@@ -65,20 +65,6 @@ class Context:
 
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
 
 
 # -- context --------------------------------------------------------------------------

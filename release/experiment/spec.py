@@ -14,11 +14,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from release.config import format_validation_error
 from release.errors import UserError
+from release.yamlfile import read_mapping
 
 MAPPING_RE = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.\-]+)\}$")
 
@@ -144,13 +144,7 @@ def merge(base: Any, overlay: Any) -> Any:
 
 
 def _read(path: Path, shown: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ExperimentError(f"{shown}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ExperimentError(f"{shown}: must be a mapping with at least 'name' and 'datasets'")
-    return data
+    return read_mapping(path, shown, ExperimentError, "a mapping with at least 'name' and 'datasets'")
 
 
 def load_experiment(path: Path, env: str | None = None) -> Experiment:
