@@ -296,6 +296,12 @@ class ReleaseStrategy(Strict):
     max_p99_latency_ms: PositiveInt = 5000
     readiness_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 180
     rollback_window_minutes: Annotated[int, Field(ge=0, le=10080)] = 60
+    # A step is judged on real traffic only: with fewer requests than this on the new deployment
+    # the step fails ("no traffic observed") unless probe traffic (the smoke requests) makes up
+    # the difference. 0 turns the check off (then the step relies on smoke tests alone).
+    min_requests_per_step: Annotated[int, Field(ge=0, le=100000)] = 1
+    probe_traffic: bool = True
+    max_probe_requests: Annotated[int, Field(ge=0, le=10000)] = 200
 
     @model_validator(mode="after")
     def _steps(self) -> ReleaseStrategy:

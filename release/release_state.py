@@ -1,5 +1,10 @@
 """The record of a flow's releases in one environment: ``.genaiops/<env>/releases/<flow>.json``.
 
+The target is the source of truth; this file is a cache of it. CI agents start with an empty
+``.genaiops/``, so :func:`reconcile` rebuilds the history from what the target itself holds
+(deployment names carry their creation time, labels/tags carry the release id and image, and
+the router or endpoint carries the traffic) before any release, status or rollback.
+
 It holds the release in progress (``active``: deployment, image, phase, the traffic before it
 started) and the history of finished ones. A run that was interrupted leaves ``active`` set, so
 the next run knows what to continue or clean up. Writes are atomic (temp file + rename) and a
@@ -12,14 +17,20 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from release.config import REPO_ROOT
 from release.errors import UserError
+
+if TYPE_CHECKING:
+    from release.targets.base import DeploymentInfo
 
 # Phases of an active release, in order.
 PHASES = ("creating", "smoke", "shifting", "finalizing")
@@ -136,3 +147,106 @@ class ReleaseStore:
 
 def now() -> float:
     return time.time()
+
+
+# ``<initials>-r<YYYYmmdd>t<HHMMSS>-<hex>``, as made by release.strategies.new_deployment_name.
+_STAMP = re.compile(r"-r(\d{8})t(\d{6})(?:-|$)")
+CREATED_LABEL = "genaiops.created-at"  # UNIX seconds, for deployments named without a stamp
+
+
+def created_at(info: DeploymentInfo) -> float | None:
+    """When a deployment was created (UNIX s): its created-at label (set by every release, to the
+    millisecond), else the stamp in its name (to the second), else None."""
+    raw = info.labels.get(CREATED_LABEL)
+    if raw is not None:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    match = _STAMP.search(info.name)
+    if match:
+        stamp = datetime.strptime(match.group(1) + match.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        return stamp.timestamp()
+    return None
+
+
+def reconcile(state: FlowReleases, deployments: Iterable[DeploymentInfo]) -> list[str]:
+    """Make ``state`` agree with what the target holds; return what was changed (for logs).
+
+    Rules (the target wins over the cached record):
+
+    - the deployment with the largest traffic share is the live release;
+    - kept deployments created before it are earlier releases (``replaced``: rollback candidates);
+    - kept deployments created after it with no traffic were rolled back or failed
+      (``rolled_back``): they are never rollback candidates;
+    - a cached ``live`` record whose deployment no longer holds the most traffic is ``replaced``
+      (older than the live one) or ``rolled_back`` (newer).
+
+    Creation order comes from the deployment name's stamp (:func:`created_at`), falling back to
+    the name itself, which sorts by time for every name this toolkit makes.
+    """
+    infos = sorted(deployments, key=lambda i: (created_at(i) or 0.0, i.name))
+    if not infos:
+        return []
+    order = {info.name: index for index, info in enumerate(infos)}
+    live = max(infos, key=lambda i: (i.traffic, order[i.name]))
+    if live.traffic <= 0:
+        return []
+    changes: list[str] = []
+    if state.active is not None and state.active.deployment == live.name:
+        return []  # a release in progress owns the record; _recover decides what to do with it
+    known_records = {r.deployment: r for r in state.history}
+    cached_live = state.live()
+    if cached_live is not None and cached_live.deployment != live.name:
+        older = order.get(cached_live.deployment, -1) < order[live.name]
+        cached_live.status = "replaced" if older else "rolled_back"
+        cached_live.detail = (cached_live.detail + "; " if cached_live.detail else "") + (
+            f"the target serves {live.name}"
+        )
+        changes.append(f"{cached_live.deployment}: {cached_live.status} (the target serves {live.name})")
+    stamp = now()
+    for info in infos:
+        record = known_records.get(info.name)
+        if info.name == live.name:
+            if record is None:
+                record = ReleaseRecord(
+                    info.labels.get("genaiops.release", info.name),
+                    info.name,
+                    info.image,
+                    "live",
+                    created_at(info) or stamp,
+                    created_at(info) or stamp,
+                    "rebuilt from the target",
+                    {k: v for k, v in info.labels.items() if k != CREATED_LABEL},
+                )
+                state.history.append(record)
+                changes.append(f"{info.name}: live (rebuilt from the target)")
+            elif record.status != "live":
+                record.status = "live"
+                changes.append(f"{info.name}: live (the target serves it)")
+            continue
+        if record is not None and record.status in ("replaced", "rolled_back", "failed", "abandoned"):
+            continue
+        status = "replaced" if order[info.name] < order[live.name] else "rolled_back"
+        if record is None:
+            when = created_at(info) or stamp
+            state.history.append(
+                ReleaseRecord(
+                    info.labels.get("genaiops.release", info.name),
+                    info.name,
+                    info.image,
+                    status,
+                    when,
+                    when,
+                    "rebuilt from the target",
+                    {k: v for k, v in info.labels.items() if k != CREATED_LABEL},
+                )
+            )
+        else:
+            record.status = status
+        changes.append(f"{info.name}: {status} (rebuilt from the target)")
+    if not changes:
+        return changes
+    # history is in time order: earlier releases first, the live one after them
+    state.history.sort(key=lambda r: (r.status == "live", order.get(r.deployment, -1), r.finished_at))
+    return changes

@@ -24,9 +24,17 @@ from datetime import UTC, datetime
 
 from release.config import ReleaseStrategy
 from release.errors import CheckFailed, UserError
-from release.release_state import ActiveRelease, FlowReleases, ReleaseRecord, ReleaseStore, now
-from release.smoke import run_smoke_tests
-from release.targets.base import DeploymentSpec, Target, TrafficError, validate_traffic
+from release.release_state import (
+    CREATED_LABEL,
+    ActiveRelease,
+    FlowReleases,
+    ReleaseRecord,
+    ReleaseStore,
+    now,
+    reconcile,
+)
+from release.smoke import run_one, run_smoke_tests
+from release.targets.base import DeploymentSpec, Target, TrafficError, TrafficMetrics, validate_traffic
 
 log = logging.getLogger(__name__)
 
@@ -110,18 +118,24 @@ class Rollout:
     # ------------------------------------------------------------------ public entry points
     def run(self, spec: DeploymentSpec) -> RolloutResult:
         with self.store:
-            state = self.store.load()
+            state = self.load_state()
             self._recover(state)
             return self._release(state, spec)
 
     def recover(self) -> str | None:
         """Continue or clean up an interrupted release; returns what was done, if anything."""
         with self.store:
-            return self._recover(self.store.load())
+            return self._recover(self.load_state())
+
+    def load_state(self) -> FlowReleases:
+        """The release record, made to agree with the target (the source of truth)."""
+        return load_reconciled(self.target, self.store, self.progress)
 
     # ------------------------------------------------------------------ the release
     def _release(self, state: FlowReleases, spec: DeploymentSpec) -> RolloutResult:
         target, settings = self.target, self.settings
+        # the creation time travels with the deployment, so the history can be rebuilt from the target
+        spec = replace(spec, labels={CREATED_LABEL: f"{now():.3f}", **spec.labels})
         target.ensure_endpoint()
         known = {d.name for d in target.list_deployments()}
         if spec.name in known:
@@ -219,7 +233,13 @@ class Rollout:
         )
 
     def _watch(self, deployment: str, since: float, *, is_last: bool, result: RolloutResult) -> str | None:
-        """Check the new deployment during one step; return why it failed, or None."""
+        """Check the new deployment during one step; return why it failed, or None.
+
+        A step is never judged on no traffic: when the target measures traffic and the new
+        deployment served fewer than ``min_requests_per_step`` requests, probe requests (the
+        smoke requests) are sent first if ``probe_traffic`` is on; a step that still saw too few
+        fails with "no traffic observed".
+        """
         try:
             self._smoke(deployment)
             if is_last and self.settings.smoke_tests:
@@ -227,10 +247,11 @@ class Rollout:
         except CheckFailed as exc:
             result.failed_check_at = now()
             return str(exc)
+        self._probe(deployment, since)
         deadline = time.monotonic() + self.settings.step_wait_seconds
         while True:
             final = time.monotonic() >= deadline
-            metrics = self.target.traffic_metrics(since).get(deployment)
+            metrics = self._observed(deployment, since)
             if metrics is not None and (metrics.requests >= MIN_REQUESTS_TO_JUDGE or final):
                 problem = None
                 if metrics.requests and metrics.error_rate > self.settings.max_error_rate:
@@ -251,8 +272,53 @@ class Rollout:
                         f"  real traffic on {deployment}: {metrics.requests} requests, "
                         f"{metrics.error_rate:.1%} errors, p99 {metrics.p99_ms:.0f} ms"
                     )
+                    wanted = self.settings.min_requests_per_step
+                    if metrics.requests < wanted:
+                        result.failed_check_at = now()
+                        return (
+                            f"no traffic observed on {deployment}: {metrics.requests} request(s) in the "
+                            f"step, fewer than min_requests_per_step={wanted} (send traffic, enable "
+                            "probe_traffic with smoke tests, or lengthen step_wait_seconds: telemetry "
+                            "can arrive minutes late)"
+                        )
                 return None
             time.sleep(min(METRICS_POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def _observed(self, deployment: str, since: float) -> TrafficMetrics | None:
+        """The deployment's traffic since ``since``; zero requests when the target measures
+        traffic and has no rows for it; None when the target has no traffic source."""
+        metrics = self.target.traffic_metrics(since).get(deployment)
+        if metrics is None and self.target.measures_traffic:
+            return TrafficMetrics(0, 0, 0.0)
+        return metrics
+
+    def _probe(self, deployment: str, since: float) -> int:
+        """Send probe requests (the smoke requests, in turn) so the step has traffic to judge.
+
+        Bounded by ``max_probe_requests``. On a pinned route (Azure ML's deployment header, an
+        App Service slot's host) exactly the missing number is sent; on a weighted route (the
+        local router) probes go on until the metrics show enough. Returns how many were sent.
+        """
+        wanted = self.settings.min_requests_per_step
+        tests = self.settings.smoke_tests
+        if not (self.target.measures_traffic and wanted and self.settings.probe_traffic and tests):
+            return 0
+        url, headers, pinned = self.target.probe_route(deployment)
+        budget = self.settings.max_probe_requests
+        sent = 0
+        seen = self._observed(deployment, since)
+        missing = wanted - (seen.requests if seen else 0)
+        while missing > 0 and sent < budget:
+            run_one(url, tests[sent % len(tests)], headers)
+            sent += 1
+            if pinned:
+                missing -= 1
+            else:
+                seen = self._observed(deployment, since)
+                missing = wanted - (seen.requests if seen else 0)
+        if sent:
+            self.progress(f"  sent {sent} probe request(s) so that {deployment} has traffic to judge")
+        return sent
 
     def _roll_back(
         self, state: FlowReleases, deployment: str, previous: dict[str, int], result: RolloutResult, why: str
@@ -401,13 +467,37 @@ class Rollout:
             )
 
 
+def load_reconciled(target: Target, store: ReleaseStore, progress: Progress | None = None) -> FlowReleases:
+    """Load ``store`` and reconcile it with ``target`` (:func:`release.release_state.reconcile`).
+
+    Works from an empty ``.genaiops/`` (a fresh CI agent): the history is rebuilt from the
+    target's deployments and traffic, and the rebuilt record is saved back as a cache.
+    """
+    state = store.load()
+    changes = reconcile(state, target.list_deployments())
+    if changes:
+        (progress or log.info)(f"  release record brought in line with the target: {'; '.join(changes)}")
+        store.save(state)
+    return state
+
+
 def roll_back(
-    target: Target, settings: ReleaseStrategy, store: ReleaseStore, progress: Progress | None = None
+    target: Target,
+    settings: ReleaseStrategy,
+    store: ReleaseStore,
+    progress: Progress | None = None,
+    drain_s: float = DRAIN_S,
 ) -> RolloutResult:
-    """Put traffic back on the release before the live one (smoke tested first)."""
+    """Put traffic back on the release before the live one (smoke tested first).
+
+    The release rolled back from is then removed (after ``drain_s``) on targets that remove
+    deployments, so that what the target holds is always the live release plus rollback
+    candidates: the history can then be rebuilt from the target alone. App Service keeps its
+    slot (infra owns it); the next release overwrites it.
+    """
     say = progress or log.info
     with store:
-        state = store.load()
+        state = load_reconciled(target, store, say)
         Rollout(target, settings, store, progress=say)._recover(state)
         live = state.live()
         known = {d.name for d in target.list_deployments()}
@@ -438,6 +528,13 @@ def roll_back(
         back_to.status = "replaced_by_rollback"
         store.save(state)
         say(f"  traffic {_fmt(traffic)}")
+        if target.removes_deployments:
+            time.sleep(drain_s)
+            try:
+                target.delete(live.deployment)
+                say(f"  removed the rolled-back deployment {live.deployment}")
+            except Exception as exc:  # traffic is already back; say what is left over
+                log.warning("could not remove deployment %s: %s", live.deployment, exc)
         return RolloutResult(back_to.deployment, "live", traffic, started, live_at=now())
 
 

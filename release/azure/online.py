@@ -75,6 +75,7 @@ class AzureMLOnlineTarget(Target):
     """An Azure ML online endpoint of one flow; deployments are releases of the flow image."""
 
     compute_type: str = ""
+    measures_traffic = True  # Application Insights AppRequests, role name = deployment
 
     def __init__(self, cfg: EnvironmentConfig, flow: str, ctx: AzureContext | None = None) -> None:
         if flow not in cfg.flows:
@@ -136,6 +137,11 @@ class AzureMLOnlineTarget(Target):
         env = dict(spec.env)
         env.update({"PROMPTFLOW_RUN_MODE": "serving", "PRT_CONFIG_OVERRIDE": override})
         env["OTEL_SERVICE_NAME"] = spec.name  # telemetry's cloud role name = the deployment
+        # request telemetry for the canary checks (review M1): without it AppRequests stays empty
+        if self.telemetry is None:
+            self.telemetry = RequestTelemetry(self.ctx, self.cfg)
+        env["APPLICATIONINSIGHTS_CONNECTION_STRING"] = self.telemetry.connection_string()
+        env["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] = "Authorization=AAD"
         env.update(self.secret_references(spec))
         return env
 

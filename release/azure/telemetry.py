@@ -51,6 +51,9 @@ LOGS_SCOPE = "https://api.loganalytics.io/.default"
 LOGS_ENDPOINT = "https://api.loganalytics.io/v1"
 ARM_ENDPOINT = "https://management.azure.com"
 WORKSPACE_API = "2022-10-01"  # Microsoft.OperationalInsights/workspaces
+# Microsoft.Insights/components (properties.ConnectionString), a stable api-version:
+# https://learn.microsoft.com/rest/api/application-insights/components/get
+COMPONENTS_API = "2020-02-02"
 WORKSPACE_ID_ENV = "GENAIOPS_LOG_ANALYTICS_WORKSPACE_ID"
 QUERY_TIMEOUT_S = 30.0  # server-side (Prefer: wait=) and client read timeout
 RETRIES = 3
@@ -172,6 +175,32 @@ class RequestTelemetry:
         except ValueError:
             return {}
         return body if isinstance(body, dict) else {}
+
+    # -- ingestion ------------------------------------------------------------------------
+    def connection_string(self) -> str:
+        """The environment's Application Insights connection string (``ConnectionString``).
+
+        Deployments send request telemetry with it; ingestion is authenticated with the
+        deployment's Entra identity (``APPLICATIONINSIGHTS_AUTHENTICATION_STRING=Authorization=AAD``,
+        role Monitoring Metrics Publisher), because local auth is off on the component:
+        https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication
+        Raises :class:`TelemetryError` when the component is missing or has no connection string.
+        """
+        name = naming.app_insights(self.cfg)
+        path = (
+            f"/subscriptions/{self.ctx.subscription_id}/resourceGroups/{self.ctx.resource_group}"
+            f"/providers/Microsoft.Insights/components/{name}"
+        )
+        response = self._send(
+            HttpRequest("GET", f"{ARM_ENDPOINT}{path}?api-version={COMPONENTS_API}"), ARM_SCOPE
+        )
+        value = self._json(response).get("properties", {}).get("ConnectionString")
+        if response.status_code != 200 or not isinstance(value, str) or not value:
+            raise TelemetryError(
+                f"Application Insights {name} in {self.ctx.resource_group} has no connection string "
+                f"(HTTP {response.status_code}); is the environment's infrastructure deployed?"
+            )
+        return value
 
     # -- workspace ------------------------------------------------------------------------
     def workspace_id(self) -> str:

@@ -147,7 +147,11 @@ def flow_status(cfg: EnvironmentConfig, flow: str) -> dict[str, Any]:
         }
         for info in infos
     ]
-    record = release_store(cfg, flow).load()
+    from release.strategies import load_reconciled
+
+    store = release_store(cfg, flow)
+    with store:
+        record = load_reconciled(target, store, progress=lambda line: None)
     live = record.live()
     return {
         "flow": flow,

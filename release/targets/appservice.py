@@ -42,6 +42,7 @@ from release.azure.telemetry import RequestTelemetry
 from release.config import AppServiceTarget as AppServiceSettings
 from release.config import EnvironmentConfig
 from release.errors import CheckFailed, UserError
+from release.release_state import CREATED_LABEL
 from release.targets.base import DeploymentInfo, DeploymentSpec, Target, TrafficMetrics, validate_traffic
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 PRODUCTION = "production"
 DEPLOYMENT_SETTING = "GENAIOPS_DEPLOYMENT"
 IMAGE_SETTING = "GENAIOPS_IMAGE"
+CREATED_SETTING = "GENAIOPS_CREATED_AT"  # swaps with the slot content, like the two above
 SWAP_TIMEOUT_S = 900.0
 SLOT_TIMEOUT_S = 600.0
 WARMUP_INTERVAL_S = 5.0
@@ -69,6 +71,8 @@ def key_vault_reference(cfg: EnvironmentConfig, ref: str) -> str:
 
 class AppServiceTarget(Target):
     settings: AppServiceSettings
+    removes_deployments = False  # the staging slot belongs to infra (review M7)
+    measures_traffic = True  # Application Insights AppRequests, role name = deployment
 
     def __init__(self, cfg: EnvironmentConfig, flow: str, ctx: AzureContext | None = None) -> None:
         if flow not in cfg.flows:
@@ -137,13 +141,21 @@ class AppServiceTarget(Target):
 
     def _slots(self) -> dict[str, tuple[str, str]]:
         """slot -> (deployment name, image) for the slots that hold a release."""
-        out: dict[str, tuple[str, str]] = {}
+        return {slot: (name, image) for slot, (name, image, _) in self._slot_releases().items()}
+
+    def _slot_releases(self) -> dict[str, tuple[str, str, str]]:
+        """slot -> (deployment name, image, created-at) from the slots' app settings."""
+        out: dict[str, tuple[str, str, str]] = {}
         for slot in (PRODUCTION, self.slot):
             if slot != PRODUCTION and self._slot_site() is None:
                 continue
             values = self._settings(slot)
             if values.get(DEPLOYMENT_SETTING):
-                out[slot] = (values[DEPLOYMENT_SETTING], values.get(IMAGE_SETTING, ""))
+                out[slot] = (
+                    values[DEPLOYMENT_SETTING],
+                    values.get(IMAGE_SETTING, ""),
+                    values.get(CREATED_SETTING, ""),
+                )
         return out
 
     # -- Target ---------------------------------------------------------------------
@@ -194,6 +206,7 @@ class AppServiceTarget(Target):
                 "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD",
                 DEPLOYMENT_SETTING: spec.name,
                 IMAGE_SETTING: spec.image,
+                CREATED_SETTING: spec.labels.get(CREATED_LABEL, ""),
                 # telemetry's cloud role name = the deployment (swaps with the slot content)
                 "OTEL_SERVICE_NAME": spec.name,
             }
@@ -252,12 +265,13 @@ class AppServiceTarget(Target):
             raise CheckFailed(f"{exc}; production traffic was not changed") from None
 
     def list_deployments(self) -> list[DeploymentInfo]:
-        slots = self._slots()
+        slots = self._slot_releases()
         ramp = int(self._ramp()) if self.slot in slots else 0
         out = []
-        for slot, (name, image) in slots.items():
+        for slot, (name, image, created) in slots.items():
             share = (100 - ramp) if slot == PRODUCTION else ramp
-            out.append(DeploymentInfo(name, image, "Succeeded", share, {"slot": slot}))
+            labels = {"slot": slot, **({CREATED_LABEL: created} if created else {})}
+            out.append(DeploymentInfo(name, image, "Succeeded", share, labels))
         return sorted(out, key=lambda i: i.name)
 
     def get_traffic(self) -> dict[str, int]:

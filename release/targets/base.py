@@ -69,6 +69,12 @@ class Target(ABC):
     """One endpoint of one flow in one environment."""
 
     flow: str
+    # False where deployments live in slots that infra owns (App Service): rollback then leaves
+    # the rolled-back release in its slot instead of deleting it.
+    removes_deployments: bool = True
+    # True where traffic_metrics() reads a real source (router log, Application Insights): a
+    # deployment missing from its answer then served 0 requests.
+    measures_traffic: bool = False
 
     @abstractmethod
     def ensure_endpoint(self) -> None:
@@ -98,6 +104,12 @@ class Target(ABC):
 
     @abstractmethod
     def delete(self, deployment: str) -> None: ...
+
+    def probe_route(self, deployment: str) -> tuple[str, dict[str, str], bool]:
+        """Where probe requests for ``deployment`` go so that its traffic metrics count them:
+        ``(url, headers, pinned)``; ``pinned`` is False when the route shares traffic by weight
+        (then probes continue until the metrics show enough or the probe budget is spent)."""
+        return self.scoring_url(deployment), self.auth_headers(deployment), True
 
     def traffic_metrics(self, since: float) -> dict[str, TrafficMetrics]:
         """Per-deployment metrics of real traffic since a UNIX time; targets without a source

@@ -25,6 +25,7 @@ from docker.models.containers import Container
 from release.errors import CheckFailed, UserError
 from release.local_env.net import LOCALHOST, free_port
 from release.local_env.router import Router
+from release.release_state import CREATED_LABEL
 from release.targets.base import (
     DeploymentInfo,
     DeploymentSpec,
@@ -46,6 +47,8 @@ STOP_TIMEOUT_S = 5
 
 class LocalTarget(Target):
     """One flow's endpoint on this machine: containers plus a route in the nginx router."""
+
+    measures_traffic = True
 
     def __init__(
         self,
@@ -178,7 +181,9 @@ class LocalTarget(Target):
             container.status, "Failed"
         )
         labels = {
-            k: v for k, v in container.labels.items() if not k.startswith("genaiops.") or k == LABEL_PORT
+            k: v
+            for k, v in container.labels.items()
+            if not k.startswith("genaiops.") or k in (LABEL_PORT, CREATED_LABEL, "genaiops.release")
         }
         return DeploymentInfo(
             name=name,
@@ -246,6 +251,10 @@ class LocalTarget(Target):
 
     def traffic_metrics(self, since: float) -> dict[str, TrafficMetrics]:
         return self.router.read_metrics(self.flow, since)
+
+    def probe_route(self, deployment: str) -> tuple[str, dict[str, str], bool]:
+        """Probes go through the router (only routed requests are in its log), shared by weight."""
+        return self.scoring_url(None), {}, False
 
     # ------------------------------------------------------------------ local extras
     def health(self, deployment: str) -> str:

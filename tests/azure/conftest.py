@@ -19,6 +19,13 @@ RG = "gaops-dev-rg"
 WS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/gaops-dev-mlw"
 
 PROD_WS_PATH = WS_PATH.replace("gaops-dev-", "gaops-prod-")
+APPI_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Insights/components/gaops-dev-appi"
+# the shape of GET Microsoft.Insights/components (2020-02-02): properties.ConnectionString
+APPI_CONNECTION_STRING = (
+    "InstrumentationKey=4d3c2b1a-0f9e-4d8c-b7a6-958473625140;"
+    "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/;"
+    "LiveEndpoint=https://westeurope.livediagnostics.monitor.azure.com/"
+)
 
 
 @pytest.fixture(scope="session")
@@ -42,6 +49,20 @@ def fake() -> FakeAzure:
                 "properties": {
                     "discoveryUrl": "https://westeurope.api.azureml.ms/discovery",
                     "mlFlowTrackingUri": f"azureml://westeurope.api.azureml.ms/mlflow/v1.0{ws}",
+                },
+            },
+        )
+    for appi in (APPI_PATH, APPI_PATH.replace("gaops-dev-", "gaops-prod-")):
+        fake.put_resource(
+            appi,
+            {
+                "location": "westeurope",
+                "kind": "web",
+                "properties": {
+                    "ApplicationId": appi.rsplit("/", 1)[-1],
+                    "ConnectionString": APPI_CONNECTION_STRING,
+                    "DisableLocalAuth": True,
+                    "provisioningState": "Succeeded",
                 },
             },
         )

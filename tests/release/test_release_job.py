@@ -81,11 +81,50 @@ def test_cli_deploy_status_rollback_and_errors(
     assert main(["status", "--flow", FLOW, "--env", "local", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)[0]
     assert status["live_release"] == old
-    assert {d["name"]: d["traffic"] for d in status["deployments"]} == {old: 100, live: 0}
+    # the release rolled back from is removed, so the target alone tells the history
+    assert {d["name"]: d["traffic"] for d in status["deployments"]} == {old: 100}
 
     assert main(["deploy", "--flow", "no_such_flow", "--env", "local", "--image", images["good"]]) == 2
     err = capsys.readouterr().err
     assert "config/local.yaml: flows.no_such_flow: no such flow" in err
+
+
+def test_status_and_rollback_work_from_an_empty_release_folder(
+    cli_env: Path, local_env: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A later CI run starts with an empty .genaiops/: the history comes from the target."""
+    import shutil
+
+    target = open_target(load_config("local"), FLOW)
+    _clean(target, local_env)
+    shutil.rmtree(cli_env / "releases", ignore_errors=True)
+    images = stubs.build_stub_images(local_env.docker_host)
+    assert main(["deploy", "--flow", FLOW, "--env", "local", "--image", images["good"]]) == 0
+    first = target.get_traffic()
+    assert main(["deploy", "--flow", FLOW, "--env", "local", "--image", images["good"]]) == 0
+    second = target.get_traffic()
+    [first_name] = first
+    [second_name] = [name for name, share in second.items() if share == 100]
+    assert first_name != second_name and second == {first_name: 0, second_name: 100}
+    capsys.readouterr()
+
+    shutil.rmtree(cli_env / "releases")  # a fresh agent: no local record at all
+    assert main(["status", "--flow", FLOW, "--env", "local", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)[0]
+    assert status["live_release"] == second_name
+
+    shutil.rmtree(cli_env / "releases")
+    assert main(["rollback", "--flow", FLOW, "--env", "local"]) == 0
+    assert f"{first_name} serves 100 % of traffic" in capsys.readouterr().out
+    assert target.get_traffic() == {first_name: 100}
+    assert {d.name for d in target.list_deployments()} == {first_name}
+
+    # nothing earlier than the first release: a second rollback is refused, traffic untouched
+    shutil.rmtree(cli_env / "releases")
+    assert main(["rollback", "--flow", FLOW, "--env", "local"]) == 2
+    assert "no earlier release to roll back to" in capsys.readouterr().err
+    assert target.get_traffic() == {first_name: 100}
+    _clean(target, local_env)
 
 
 @pytest.mark.slow
