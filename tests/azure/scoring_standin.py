@@ -16,9 +16,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -63,10 +63,10 @@ def scoring_standin() -> Iterator[Scoring]:
             self.end_headers()
             self.wfile.write(raw)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._answer({"status": "Healthy"})
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             who = self.headers.get("azureml-model-deployment") or self.path.strip("/").split("/")[0]
             with lock:

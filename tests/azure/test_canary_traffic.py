@@ -110,7 +110,7 @@ def test_probe_requests_give_the_step_traffic_to_judge(
 
 def test_zero_minimum_relies_on_smoke_tests_alone(target: ReachableManaged, tmp_path: Path) -> None:
     store = ReleaseStore(FLOW, "dev", tmp_path)
-    result = Rollout(
-        target, settings(min_requests_per_step=0, probe_traffic=False), store, drain_s=0
-    ).run(DeploymentSpec(flow=FLOW, name="green-0002", image=IMAGE))
+    result = Rollout(target, settings(min_requests_per_step=0, probe_traffic=False), store, drain_s=0).run(
+        DeploymentSpec(flow=FLOW, name="green-0002", image=IMAGE)
+    )
     assert result.status == "live"
