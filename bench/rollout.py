@@ -7,7 +7,8 @@ Measures, in one run:
   first failed check to traffic back on the old version, and failed requests before rollback
   versus the canary's traffic share.
 Targets: 0 failed requests during blue/green; rollback within 15 s of the first failed check;
-canary failures no more than its share (10 %) of the requests sent before the rollback.
+canary failures (counted on the requests the canary itself served, by the router's response header)
+no more than its share (10 %) of the requests sent while it held traffic.
 
     .venv/bin/python bench/rollout.py      # uses (and starts if needed) config/local.yaml's environment
 """
@@ -110,19 +111,22 @@ def main() -> int:
             load.wait_for(len(load.results) + 100)
             load.stop()
             back_s = failed.rolled_back_at - failed.failed_check_at
-            sent_before = [r for r in load.results if r[0] <= failed.rolled_back_at]
-            # requests sent while the canary held traffic (from the 10 % step to the rollback)
-            canary_window = [r for r in sent_before if r[0] >= failed.started_at]
-            failed_before = [r for r in sent_before if r[1] != 200]
+            # only the requests the canary itself served (the router says who served each one),
+            # against all requests sent while it held traffic: its share of real traffic
+            served = load.served_by(failed.deployment)
+            first_served = min((r[0] for r in served), default=failed.rolled_back_at)
+            canary_window = [r for r in load.results if first_served <= r[0] <= failed.rolled_back_at]
+            failed_before = [r for r in served if r[1] != 200]
             share = len(failed_before) / max(1, len(canary_window))
-            after = [r for r in load.results if r[0] > failed.rolled_back_at + 1.0]
+            last_served = max((r[0] for r in served), default=failed.rolled_back_at)
+            after = [r for r in load.results if r[0] > last_served]
             print(
                 f"broken canary: first failed check -> traffic back on v2 in {back_s:.2f} s (target <= 15 s)"
             )
             print(
-                f"broken canary: {len(failed_before)} failed of {len(canary_window)} requests sent while it "
-                f"held traffic = {share:.1%} (target <= 10 %, its share); "
-                f"{len([r for r in after if r[1] != 200])} failed of {len(after)} after the rollback"
+                f"broken canary: it served {len(served)} requests and failed {len(failed_before)}, of "
+                f"{len(canary_window)} sent while it held traffic = {share:.1%} (target <= 10 %, its share); "
+                f"{len([r for r in after if r[1] != 200])} failed of {len(after)} after its last answer"
             )
             ok &= back_s <= 15 and share <= 0.10 and all(r[1] == 200 for r in after)
     finally:
