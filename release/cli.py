@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from release.errors import UserError
 
@@ -32,6 +33,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="GenAIOps for prompt flow: experiments, gates, images, releases, infrastructure.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the project folder (holding config/ and flows/); default: the nearest one at or "
+        "above the working directory, as git finds its repository",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         module = importlib.import_module(f"release.commands.{name}")
@@ -61,11 +68,45 @@ def _quiet_prompt_flow() -> None:
         handler.addFilter(chatter)
 
 
+def _early_options(raw: list[str]) -> tuple[bool, str | None]:
+    """``-v`` and ``--project`` act before the command modules (and the config) are imported."""
+    verbose, project = False, None
+    for index, arg in enumerate(raw):
+        if arg in ("-v", "--verbose"):
+            verbose = True
+        elif arg == "--project" and index + 1 < len(raw):
+            project = raw[index + 1]
+        elif arg.startswith("--project="):
+            project = arg.split("=", 1)[1]
+        elif not arg.startswith("-"):
+            break  # the command: what follows is its own
+    return verbose, project
+
+
+def _use_project(project: str) -> None:
+    from release.project import PROJECT_ENV, project_root
+
+    os.environ[PROJECT_ENV] = project
+    wanted = project_root()
+    loaded = sys.modules.get("release.config")
+    if loaded is not None and Path(loaded.REPO_ROOT) != wanted:
+        raise UserError(
+            f"--project {project}: this process already works on {loaded.REPO_ROOT}; "
+            "run the CLI in a new process for another project"
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in raw or "--verbose" in raw
+    verbose, project = _early_options(raw)
     if not verbose:
         os.environ.setdefault("PF_LOGGING_LEVEL", "ERROR")
+    if project is not None:
+        try:
+            _use_project(project)
+        except UserError as exc:
+            print(f"genaiops: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     parser = build_parser()
     args = parser.parse_args(raw)
     logging.basicConfig(

@@ -29,9 +29,11 @@ from pydantic import (
 )
 
 from release.errors import UserError
+from release.project import project_root
 from release.yamlfile import read_mapping
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+# the user's project (config/ and flows/), found like git finds its repository: release/project.py
+REPO_ROOT = project_root()
 CONFIG_DIR = REPO_ROOT / "config"
 ENVIRONMENTS = ("local", "dev", "prod")
 

@@ -32,6 +32,7 @@ from release.base_image import ensure_base_image
 from release.config import REPO_ROOT, Connection
 from release.errors import UserError
 from release.git import git_sha
+from release.project import PACKAGE_ROOT
 from release.registry.hashing import EXCLUDED_DIRS, EXCLUDED_SUFFIXES, content_hash
 from release.serving.settings import base_env, key_env
 
@@ -39,7 +40,9 @@ log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 REQUIREMENTS = TEMPLATES / "image-requirements.txt"
-LOCK_FILE = REPO_ROOT / "requirements.lock"
+LOCK_FILE = (
+    Path(__file__).resolve().parent / "requirements.lock"
+)  # a link to ../requirements.lock; a file in the wheel
 IMAGE_UID = 10001
 BUILD_TIMEOUT_S = 1800
 WHEEL_TIMEOUT_S = 900
@@ -272,7 +275,7 @@ def stage_context(
     app = build_dir / "app"
     for rel in SERVING_FILES:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / rel, app / rel)
+        shutil.copy2(PACKAGE_ROOT / rel, app / rel)
     (app / "serving.json").write_text(
         json.dumps(
             serving_manifest(spec.connections, spec.variant_config, spec.connection_overrides), indent=2

@@ -11,6 +11,16 @@ from release.scaffold import changes
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    init = sub.add_parser(
+        "init",
+        help="write a minimal project: config for local, one flow, a Makefile, PR pipelines",
+        description="Write a new genaiops project into DIR (default: the working directory).",
+    )
+    init.add_argument("directory", nargs="?", default=".", help="the project folder (created if missing)")
+    init.add_argument("--flow", default="my_flow", help="name of the scaffolded flow (default: my_flow)")
+    init.add_argument("--kind", choices=("dag", "flex"), default="dag", help="DAG flow or flex flow")
+    init.set_defaults(handler=_init)
+
     new = sub.add_parser(
         "new-flow",
         help="scaffold a new flow: folder, datasets, experiment + overlays, evaluator, config, pipelines",
@@ -39,6 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     changed.add_argument("--emit", choices=changes.EMIT_FORMATS, default="text", help="where to report it")
     changed.set_defaults(handler=_flow_changed)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from release.scaffold.project import init_project
+
+    result = init_project(Path(args.directory), flow=args.flow, kind=args.kind)
+    for path in [*result.written, *result.flow.written]:
+        print(f"wrote {path}")
+    print(f"project ready in {result.root}")
+    print(f"next: cd {result.root} && genaiops release --flow {args.flow} --env local")
+    return 0
 
 
 def _new_flow(args: argparse.Namespace) -> int:

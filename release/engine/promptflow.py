@@ -42,9 +42,10 @@ from release.engine.base import (
     LineOutput,
 )
 from release.errors import UserError
+from release.project import project_root
 from release.yamlfile import read_mapping
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = project_root()
 DEFAULT_HOME = REPO_ROOT / ".genaiops" / "promptflow"
 _DAG = "flow.dag.yaml"
 _FLEX = "flow.flex.yaml"

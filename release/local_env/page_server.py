@@ -19,7 +19,9 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from release.project import project_root
+
+REPO_ROOT = project_root()
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
