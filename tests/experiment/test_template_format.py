@@ -74,3 +74,30 @@ def test_template_overlays_load_as_the_template_loads_them() -> None:
     assert [d.name for d in pr.datasets] == ["web_classification_pr"] and pr.evaluators == []
     assert pr.name == base.name and pr.flow == "flows/experiment"
     assert base.primary_metric is None and not base.gates.thresholds
+
+
+def test_template_shorthands_evaluator_flow_and_dataset_by_name(tmp_path: Path) -> None:
+    """The template's loader: an evaluator's flow defaults to its name; an evaluator dataset named
+    after an experiment dataset, without source/reference, evaluates that dataset on its own lines."""
+    shutil.copytree(FIXTURE, tmp_path / "uc")
+    (tmp_path / "uc" / "flows" / "evaluation").rename(tmp_path / "uc" / "accuracy_eval")
+    text = (tmp_path / "uc" / "experiment.yaml").read_text()
+    text = text.replace(
+        """- name: web_classification_flow
+  flow: flows/evaluation
+  datasets:
+  - name: web_classification_train_eval
+    reference: web_classification_train
+    source: data/eval_data.jsonl
+""",
+        """- name: accuracy_eval
+  datasets:
+  - name: web_classification_train
+""",
+    )
+    (tmp_path / "uc" / "experiment.yaml").write_text(text)
+    experiment = load_experiment(tmp_path / "uc" / "experiment.yaml")
+    evaluator = experiment.evaluators[0]
+    assert evaluator.flow == "accuracy_eval"
+    (dataset,) = evaluator.datasets
+    assert (dataset.reference, dataset.source) == ("web_classification_train", "data/data.jsonl")
