@@ -209,14 +209,15 @@ class WorkspaceRuns:
 
     def lines(self, flow: str, name: str, job: Job) -> list[LineRecord]:
         """Download the flow outputs and turn them into the runner's line records."""
+        from release.experiment.datasets import json_lines
         from release.experiment.runner import LineRecord
 
         by_line: dict[int, dict[str, Any]] = {}
         data = download(self.ctx, self.ml, f"{output_prefix(flow, name)}/{OUTPUT_FILE}")
-        for text in (data or b"").decode("utf-8").splitlines():
-            if text.strip():
-                row = json.loads(text)
-                by_line[int(row.pop("line_number"))] = row
+        # prompt flow writes outputs with ensure_ascii=False: split at "\n" only (U+2028 is data)
+        for _, text in json_lines((data or b"").decode("utf-8")):
+            row = json.loads(text)
+            by_line[int(row.pop("line_number"))] = row
         records = []
         for position, inputs in enumerate(job.inputs):
             outputs = by_line.get(position)

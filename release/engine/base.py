@@ -19,12 +19,13 @@ class FlowInfo:
     path: Path
     kind: Literal["dag", "flex"]
     inputs: list[str]
-    outputs: list[str] | None  # None: not declared (flex flows)
+    outputs: list[str] | None  # None: not known before the flow runs (a flex entry returning a dict)
     variants: dict[str, list[str]] = field(default_factory=dict)  # node -> variant ids
     default_variants: dict[str, str] = field(default_factory=dict)
     llm_nodes: dict[str, list[str]] = field(default_factory=dict)  # node -> input names (all variants)
     init_params: dict[str, Any] = field(default_factory=dict)  # flex: init parameter -> default
     connections: list[str] = field(default_factory=list)  # connection names the flow uses
+    optional_inputs: list[str] = field(default_factory=list)  # inputs with a default value
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,9 @@ class LineFailed(Exception):
 
 @dataclass(frozen=True)
 class LineOutput:
-    outputs: dict[str, Any]
+    outputs: dict[str, Any]  # JSON-ready, as the engine stores a batch run's line outputs
     aggregation_inputs: Any = None  # what the flow's aggregation needs from this line
+    single_output: bool = False  # the flow returned one plain value, stored as outputs["output"]
 
 
 class FlowSession(ABC):
@@ -77,6 +79,15 @@ class FlowSession(ABC):
     @abstractmethod
     def run_line(self, inputs: dict[str, Any], index: int) -> LineOutput:
         """The line's outputs, or raise :class:`LineFailed`."""
+
+    def response(self, inputs: dict[str, Any]) -> Any:
+        """The JSON body answering one served request: the line's outputs, or the single value a
+        flow returned (prompt flow's server answers ``"short"``, not ``{"output": "short"}``).
+
+        Raises :class:`LineFailed` like :meth:`run_line`.
+        """
+        line = self.run_line(inputs, 0)
+        return line.outputs.get("output") if line.single_output else line.outputs
 
     @abstractmethod
     def aggregate(self, inputs: list[dict[str, Any]], lines: list[LineOutput]) -> dict[str, float]:

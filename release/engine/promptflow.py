@@ -41,6 +41,7 @@ from release.engine.base import (
     LineFailed,
     LineOutput,
 )
+from release.engine.flex_entry import entry_shape, output_dict
 from release.errors import UserError
 from release.project import project_root
 from release.yamlfile import read_mapping
@@ -300,25 +301,6 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return read_mapping(path)
 
 
-def _flex_call_params(flow_dir: Path, entry: str) -> list[str]:
-    """Input names of a flex flow: the entry's ``__call__`` parameters, read without importing it."""
-    import ast
-
-    module, _, name = entry.partition(":")
-    source = flow_dir / (module.replace(".", "/") + ".py")
-    if not source.is_file():
-        raise UserError(f"{flow_dir / _FLEX}: entry: {entry!r}: {source.name} does not exist")
-    tree = ast.parse(source.read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.ClassDef) and node.name == name:
-            for item in node.body:
-                if isinstance(item, ast.FunctionDef) and item.name == "__call__":
-                    return [a.arg for a in item.args.args[1:]] + [a.arg for a in item.args.kwonlyargs]
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return [a.arg for a in node.args.args]
-    raise UserError(f"{flow_dir / _FLEX}: entry: {entry!r}: no class or function {name!r} in {source.name}")
-
-
 class PromptflowEngine(Engine):
     name = "promptflow"
 
@@ -338,12 +320,13 @@ class PromptflowEngine(Engine):
         data = _read_yaml(flow_file)
         if flow_file.name == _FLEX:
             init = data.get("init") or {}
-            entry = str(data.get("entry", ""))
+            shape = entry_shape(flow_dir.resolve(), str(data.get("entry", "")), str(flow_file))
             return FlowInfo(
                 path=flow_dir,
                 kind="flex",
-                inputs=_flex_call_params(flow_dir, entry),
-                outputs=None,
+                inputs=shape.inputs,
+                outputs=shape.outputs,
+                optional_inputs=shape.optional_inputs,
                 init_params={k: (v or {}).get("default") for k, v in init.items()},
                 connections=[
                     str((v or {}).get("default"))
@@ -372,6 +355,9 @@ class PromptflowEngine(Engine):
             path=flow_dir,
             kind="dag",
             inputs=list((data.get("inputs") or {}).keys()),
+            optional_inputs=[
+                k for k, v in (data.get("inputs") or {}).items() if (v or {}).get("default") is not None
+            ],
             outputs=list((data.get("outputs") or {}).keys()),
             variants=variants,
             default_variants=defaults,
@@ -527,10 +513,20 @@ class _PromptflowSession(FlowSession):
             error = result.run_info.error or {}
             message = _error_text(error)
             raise LineFailed(message, retryable=_is_retryable(message), retry_after=_retry_after(message))
+        if self.kind == "flex":
+            # prompt flow's batch shape of a flex line: a dict as is, a dataclass as its fields,
+            # any other value under "output" (the executor adds line_number to a dict: dropped)
+            outputs, single = output_dict(result.output)
+            if not single:
+                outputs.pop("line_number", None)
+            return LineOutput(
+                outputs=outputs,
+                aggregation_inputs=outputs["output"] if single else outputs,
+                single_output=single,
+            )
         output = result.output if isinstance(result.output, dict) else {"output": result.output}
         output = {k: v for k, v in output.items() if k != "line_number"}
-        aggregation = result.aggregation_inputs if self.kind == "dag" else output
-        return LineOutput(outputs=dict(output), aggregation_inputs=aggregation)
+        return LineOutput(outputs=dict(output), aggregation_inputs=result.aggregation_inputs)
 
     def aggregate(self, inputs: list[dict[str, Any]], lines: list[LineOutput]) -> dict[str, float]:
         if not lines or not self.executor.has_aggregation_node:
@@ -546,8 +542,18 @@ class _PromptflowSession(FlowSession):
             with _StreamGuard():
                 result = self.executor.exec_aggregation(columns, agg)
         else:
+            # prompt flow hands __aggregate__ each line's output: a dict as an AttrDict (r.key and
+            # r["key"]), a single value as itself (promptflow/batch/_batch_engine.py)
+            from promptflow._utils.utils import AttrDict
+
+            values = [
+                AttrDict(line.aggregation_inputs)
+                if isinstance(line.aggregation_inputs, dict)
+                else line.aggregation_inputs
+                for line in lines
+            ]
             with _StreamGuard():
-                result = self.executor.exec_aggregation({}, [line.outputs for line in lines])
+                result = self.executor.exec_aggregation({}, values)
         metrics = dict(result.metrics or {})
         if not metrics and isinstance(result.output, dict):
             metrics = {k: v for k, v in result.output.items() if isinstance(v, (int, float))}

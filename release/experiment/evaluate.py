@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from release.engine.base import Engine, FlowVariant
-from release.experiment.plan import Job, Plan, map_inputs, read_rows
+from release.experiment.plan import Job, Plan, map_inputs
 from release.experiment.runner import JobResult, Runner
 from release.registry.hashing import content_hash, hash_text
 
@@ -44,24 +44,30 @@ class RunMetrics:
 def eval_jobs(plan: Plan, runs: list[JobResult], engine: Engine, pages_url: str | None) -> list[Job]:
     jobs: list[Job] = []
     experiment = plan.experiment
-    for evaluator in experiment.evaluators:
+    for e_index, evaluator in enumerate(experiment.evaluators):
         flow_dir = (experiment.base_dir / evaluator.flow).resolve()
         flow_hash = content_hash(flow_dir)
-        for dataset in evaluator.datasets:
-            path = experiment.source_path(dataset.source)
-            rows = read_rows(path, dataset.source, pages_url)
-            data_hash = content_hash(path)
+        for d_index, dataset in enumerate(evaluator.datasets):
+            data = plan.eval_data.get((e_index, d_index))
+            if data is None:
+                continue  # its reference dataset did not run (the plan read and checked the others)
+            data_hash = content_hash(experiment.source_path(dataset.source))
             for run in runs:
                 if run.job.dataset != dataset.reference:
                     continue
                 ok = [line for line in run.lines if line.error is None]
-                inputs = [map_inputs(dataset.mappings, rows[line.index], line.outputs) for line in ok]
+                run_rows = plan.rows[run.job.dataset]
+                # ${run.inputs.x}: the run's data line (prompt flow's definition), not its mapped inputs
+                inputs = [
+                    map_inputs(data.mappings, data.rows[line.index], line.outputs, run_rows[line.index])
+                    for line in ok
+                ]
                 key = hash_text(
                     "eval",
                     flow_hash,
                     data_hash,
                     run.job.key,
-                    json.dumps(dataset.mappings, sort_keys=True),
+                    json.dumps(data.mappings, sort_keys=True, default=str),
                     engine.name,
                 )
                 jobs.append(

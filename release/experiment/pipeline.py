@@ -274,6 +274,9 @@ def run(options: Options, with_evaluation: bool) -> ExperimentResult:
             for r in runs
         ]
     summary["kind"] = "evaluation" if with_evaluation else "experiment"
+    if with_evaluation:
+        summary["evaluator_metrics"] = evaluator_metrics(ctx.experiment, evals)
+        summary["primary_metric"] = primary_metric_note(ctx.experiment, summary["evaluator_metrics"])
     write_metrics(report_dir, metrics, summary)
     baseline = registry_for(ctx).baseline(options.flow)
     write_html(report_dir, f"{options.flow}: {summary['kind']} {run_id}", metrics, summary, baseline)
@@ -291,6 +294,38 @@ def run(options: Options, with_evaluation: bool) -> ExperimentResult:
             f"report {report_dir}"
         )
     return result
+
+
+def evaluator_metrics(experiment: Experiment, evals: list[JobResult]) -> dict[str, list[str]]:
+    """Metric names per evaluator, in the experiment's evaluator order and each one's own order."""
+    out: dict[str, list[str]] = {e.name: [] for e in experiment.evaluators}
+    for result in evals:
+        names = out.setdefault(str(result.job.evaluator), [])
+        names += [n for n in result.metrics if n not in names]
+    return out
+
+
+def default_primary_metric(experiment: Experiment, metrics: dict[str, list[str]]) -> tuple[str, str] | None:
+    """``(metric, evaluator)`` when ``primary_metric`` and ``gates.thresholds`` are both unset (the
+    template's format has neither): the first metric of the first evaluator that produced one."""
+    if experiment.primary_metric or experiment.gates.thresholds:
+        return None
+    for evaluator, names in metrics.items():
+        if names:
+            return names[0], evaluator
+    return None
+
+
+def primary_metric_note(experiment: Experiment, metrics: dict[str, list[str]]) -> str:
+    """How the gate picks its primary metric, for the report and the CLI."""
+    if experiment.primary_metric:
+        return experiment.primary_metric
+    default = default_primary_metric(experiment, metrics)
+    if default is not None:
+        return f"{default[0]} (default: the first metric of evaluator {default[1]!r}; set primary_metric)"
+    if experiment.gates.thresholds:
+        return f"{next(iter(experiment.gates.thresholds))} (default: the first gates.thresholds metric)"
+    return "not set"
 
 
 def _write_pointer(folder: Path, name: str, run_id: str, report_dir: Path) -> None:
@@ -336,7 +371,15 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
     ]
     registry = registry_for(ctx)
     baseline = registry.baseline(options.flow)
-    outcome = run_gate(ctx.experiment, rows, data["primary_dataset"], baseline)
+    experiment = ctx.experiment
+    default = default_primary_metric(experiment, data.get("evaluator_metrics") or {})
+    if default is not None:
+        _stderr(
+            f"primary_metric: not set in {experiment.file}; using {default[0]!r}, the first metric of "
+            f"the first evaluator ({default[1]}); set primary_metric to choose another"
+        )
+        experiment = experiment.model_copy(update={"primary_metric": default[0]})
+    outcome = run_gate(experiment, rows, data["primary_dataset"], baseline)
     verdict: dict[str, Any] = {
         "flow": options.flow,
         "experiment_run": data["experiment_run"],

@@ -1,7 +1,9 @@
 """Everything an experiment will run, built and validated before the first line runs.
 
-Checks: flow and evaluator folders, dataset files, mappings (flow inputs and dataset columns,
-``${run.outputs.x}`` against the flow's outputs), evaluator references, line counts, gate metrics.
+Checks: flow and evaluator folders, dataset files (read by :mod:`release.experiment.datasets`),
+every mapping (:mod:`release.experiment.mappings`: flow inputs, ``${data.x}`` against every line,
+``${run.outputs.x}`` against the flow's outputs, ``${run.inputs.x}`` against the referenced
+dataset's lines), evaluator references, line counts.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from release.engine.base import Engine, FlowInfo, FlowVariant
+from release.experiment import mappings as mapping
+from release.experiment.datasets import DataRows, DatasetError, read_dataset
 from release.experiment.expand import expand
-from release.experiment.spec import MAPPING_RE, Experiment, ExperimentError
+from release.experiment.mappings import map_inputs
+from release.experiment.spec import Experiment, ExperimentError
 from release.registry.hashing import content_hash, hash_text
+
+__all__ = ["Job", "Plan", "build_plan", "load_rows", "map_inputs", "read_rows"]
 
 PAGES_PLACEHOLDER = "{pages_url}"
 
@@ -36,6 +43,14 @@ class Job:
 
 
 @dataclass
+class EvalData:
+    """One evaluator dataset, read and checked: its lines and the mapping its evaluator applies."""
+
+    rows: list[dict[str, Any]]
+    mappings: dict[str, Any]  # completed with prompt flow's default mapping
+
+
+@dataclass
 class Plan:
     experiment: Experiment
     flow_name: str
@@ -47,82 +62,97 @@ class Plan:
     rows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # dataset -> rows
     data_hashes: dict[str, str] = field(default_factory=dict)
     primary_dataset: str = ""
+    eval_data: dict[tuple[int, int], EvalData] = field(default_factory=dict)  # (evaluator, dataset)
+    sources: dict[str, DataRows] = field(default_factory=dict)  # dataset -> its lines and their origins
+
+
+def load_rows(path: Path, shown: str, pages_url: str | None) -> DataRows:
+    """A dataset source's lines (any format prompt flow reads), ``{pages_url}`` filled in."""
+    if not path.exists():
+        raise ExperimentError(f"{shown}: dataset file {path} does not exist; fix 'source' or add the file")
+    try:
+        data = read_dataset(path, str(path))
+    except DatasetError as exc:
+        raise ExperimentError(f"{shown}: {exc}") from None
+    if pages_url is not None:
+        data.rows = [
+            {k: v.replace(PAGES_PLACEHOLDER, pages_url) if isinstance(v, str) else v for k, v in row.items()}
+            for row in data.rows
+        ]
+    return data
 
 
 def read_rows(path: Path, shown: str, pages_url: str | None) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise ExperimentError(f"{shown}: dataset file {path} does not exist; fix 'source' or add the file")
-    rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ExperimentError(f"{path}:{number}: not a JSON object ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise ExperimentError(f"{path}:{number}: each line must be a JSON object")
-        if pages_url is not None:
-            row = {
-                k: v.replace(PAGES_PLACEHOLDER, pages_url) if isinstance(v, str) else v
-                for k, v in row.items()
-            }
-        rows.append(row)
-    if not rows:
-        raise ExperimentError(f"{shown}: dataset file {path} has no lines")
-    return rows
+    """The lines of a dataset source (see :func:`load_rows`)."""
+    return load_rows(path, shown, pages_url).rows
 
 
 def check_mappings(
     where: str,
-    mappings: dict[str, str],
-    inputs: list[str],
-    columns: set[str],
-    path: Path,
-    outputs: list[str] | None,
-    allow_run: bool,
-) -> None:
-    for target, expression in mappings.items():
-        if target not in inputs:
-            raise ExperimentError(
-                f"{where}.mappings.{target}: the flow has no input {target!r}; inputs: {', '.join(inputs)}"
-            )
-        match = MAPPING_RE.match(str(expression))
-        if not match:
-            continue  # a constant value
-        source, name = match.groups()
-        if source == "data" and name not in columns:
-            raise ExperimentError(
-                f"{where}.mappings.{target}: {expression} names column {name!r}, which {path.name} does not "
-                f"have; columns: {', '.join(sorted(columns))}"
-            )
-        if source == "run.outputs":
-            if not allow_run:
-                raise ExperimentError(
-                    f"{where}.mappings.{target}: {expression}: run outputs exist only for evaluators"
-                )
-            if outputs is not None and name not in outputs:
-                raise ExperimentError(
-                    f"{where}.mappings.{target}: {expression}: the flow has no output {name!r}; "
-                    f"outputs: {', '.join(outputs)}"
-                )
-
-
-def map_inputs(
-    mappings: dict[str, str], row: dict[str, Any], outputs: dict[str, Any] | None
+    mappings: dict[str, Any],
+    info: FlowInfo,
+    data: DataRows,
+    *,
+    run_outputs: list[str] | None = None,
+    run_data: DataRows | None = None,
+    allow_run: bool = False,
 ) -> dict[str, Any]:
-    if not mappings:
-        return dict(row)
-    out: dict[str, Any] = {}
-    for target, expression in mappings.items():
-        match = MAPPING_RE.match(str(expression))
-        if not match:
-            out[target] = expression
-        elif match.group(1) == "data":
-            out[target] = row.get(match.group(2))
-        else:
-            out[target] = (outputs or {}).get(match.group(2))
-    return out
+    """Validate ``mappings`` for the flow ``info`` over ``data``; return the completed mapping.
+
+    Every target must be a flow input; every reference must resolve on every line: ``${data.x}``
+    in each line of ``data``, ``${run.inputs.x}`` in each line of ``run_data`` (the referenced
+    dataset), ``${run.outputs.x}`` among ``run_outputs`` (None: not known before the flow runs).
+    """
+    for target in mappings:
+        if target not in info.inputs:
+            raise ExperimentError(
+                f"{where}.mappings.{target}: the flow has no input {target!r}; "
+                f"inputs: {', '.join(info.inputs) or 'none'}"
+            )
+    completed = mapping.complete(mappings, info.inputs, info.optional_inputs)
+    for target, expression in completed.items():
+        field_name = f"{where}.mappings.{target}" if target in mappings else f"{where}.mappings"
+        try:
+            reference = mapping.parse(expression)
+        except ValueError as exc:
+            raise ExperimentError(f"{field_name}: {exc}") from None
+        if reference is None:
+            continue
+        if reference.source in mapping.RUN_SOURCES and not allow_run:
+            raise ExperimentError(
+                f"{field_name}: {expression}: a flow's own dataset has no referenced run; "
+                "${run.outputs.x} and ${run.inputs.x} are for evaluator datasets"
+            )
+        if reference.source == "run.outputs":
+            if run_outputs is not None and reference.name not in run_outputs:
+                raise ExperimentError(
+                    f"{field_name}: {expression}: the flow has no output {reference.name!r}; "
+                    f"outputs: {', '.join(run_outputs) or 'none'}"
+                )
+            continue
+        lines = data if reference.source == "data" else run_data
+        if lines is None:
+            continue  # the referenced dataset is not part of this run (--dataset)
+        columns = lines.columns
+        if reference.name not in columns:
+            hint = (
+                ""
+                if target in mappings
+                else (
+                    f"; input {target!r} has no mapping and no default, so prompt flow reads the column of "
+                    f"that name: add mappings.{target}"
+                )
+            )
+            raise ExperimentError(
+                f"{field_name}: {expression} names column {reference.name!r}, which "
+                f"{lines.source.name} does not have; columns: {', '.join(sorted(columns))}{hint}"
+            )
+        for origin, row in zip(lines.origins, lines.rows, strict=True):
+            if reference.name not in row:
+                raise ExperimentError(
+                    f"{origin}: missing column(s) [{reference.name!r}] used by {where} ({expression})"
+                )
+    return completed
 
 
 def build_plan(
@@ -157,24 +187,19 @@ def build_plan(
                 "(run in the workspace with --run-in workspace)"
             )
         path = experiment.source_path(dataset.source)
-        rows = read_rows(path, f"{where}.source", pages_url)
-        columns = set().union(*(r.keys() for r in rows))
-        check_mappings(where, dataset.mappings, info.inputs, columns, path, info.outputs, allow_run=False)
-        for number, row in enumerate(rows):
-            missing = [m for m in _data_columns(dataset.mappings) if m not in row]
-            if missing:
-                raise ExperimentError(
-                    f"{path}: line {number + 1}: missing column(s) {missing} used by {where}"
-                )
+        data = load_rows(path, f"{where}.source", pages_url)
+        completed = check_mappings(where, dataset.mappings, info, data)
+        rows = data.rows
         plan.rows[dataset.name] = rows
+        plan.sources[dataset.name] = data
         plan.data_hashes[dataset.name] = content_hash(path)
-        inputs = [map_inputs(dataset.mappings, row, None) for row in rows]
+        inputs = [map_inputs(completed, row) for row in rows]
         for variant in variants:
             key = hash_text(
                 "run",
                 flow_hash,
                 plan.data_hashes[dataset.name],
-                json.dumps(dataset.mappings, sort_keys=True),
+                json.dumps(completed, sort_keys=True, default=str),
                 variant.id,
                 json.dumps(variant.params, sort_keys=True, default=str),
                 str(pages_url),
@@ -198,15 +223,6 @@ def build_plan(
     return plan
 
 
-def _data_columns(mappings: dict[str, str]) -> list[str]:
-    out = []
-    for expression in mappings.values():
-        match = MAPPING_RE.match(str(expression))
-        if match and match.group(1) == "data":
-            out.append(match.group(2))
-    return out
-
-
 def _check_evaluators(plan: Plan, engine: Engine, pages_url: str | None) -> None:
     experiment = plan.experiment
     names = [d.name for d in experiment.datasets]
@@ -223,21 +239,42 @@ def _check_evaluators(plan: Plan, engine: Engine, pages_url: str | None) -> None
             if dataset.reference not in names:
                 raise ExperimentError(
                     f"{dwhere}.reference: {dataset.reference!r} is not a dataset of the experiment; "
-                    f"datasets: {', '.join(names)}"
+                    f"datasets: {', '.join(names)} (an experiment.<env>.yaml that replaces 'datasets' "
+                    "replaces no evaluator: give it an 'evaluators' block too)"
+                )
+            reference_rows = plan.rows.get(dataset.reference)
+            if reference_rows is None:
+                # the referenced dataset does not run now (--dataset): its evaluation does not either
+                for target, expression in dataset.mappings.items():
+                    try:
+                        mapping.parse(expression)
+                    except ValueError as exc:
+                        raise ExperimentError(f"{dwhere}.mappings.{target}: {exc}") from None
+                continue
+            if dataset.source.startswith("azureml:"):
+                raise ExperimentError(
+                    f"{dwhere}.source: {dataset.source!r} is an Azure ML data asset; local runs need a file "
+                    "(run in the workspace with --run-in workspace)"
                 )
             path = experiment.source_path(dataset.source)
-            rows = read_rows(path, f"{dwhere}.source", pages_url)
-            columns = set().union(*(r.keys() for r in rows))
-            check_mappings(
-                dwhere, dataset.mappings, info.inputs, columns, path, plan.info.outputs, allow_run=True
+            data = load_rows(path, f"{dwhere}.source", pages_url)
+            run_data = plan.sources[dataset.reference]
+            completed = check_mappings(
+                dwhere,
+                dataset.mappings,
+                info,
+                data,
+                run_outputs=plan.info.outputs,
+                run_data=run_data,
+                allow_run=True,
             )
-            reference_rows = plan.rows.get(dataset.reference)
-            if reference_rows is not None and len(reference_rows) != len(rows):
+            if len(reference_rows) != len(data.rows):
                 raise ExperimentError(
-                    f"{dwhere}.source: {path.name} has {len(rows)} lines "
+                    f"{dwhere}.source: {path.name} has {len(data.rows)} lines "
                     f"but dataset {dataset.reference!r} has "
                     f"{len(reference_rows)}; evaluation lines pair with run lines one to one"
                 )
+            plan.eval_data[(e_index, d_index)] = EvalData(data.rows, completed)
 
 
 def _primary_dataset(plan: Plan) -> str:

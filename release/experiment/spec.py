@@ -4,23 +4,27 @@ Template keys (load unchanged): ``name``, ``flow``, ``connections``, ``datasets`
 ``description``, ``mappings``), ``evaluators`` (``name``, ``flow``, ``datasets`` with ``reference``),
 ``runtime``. Our additions: ``mode`` (template | grid), ``variants`` (restrict node variants),
 ``hyperparameters`` (axes), ``concurrency``, ``max_retries``, ``primary_metric``, ``primary_dataset``,
-``gates`` and ``connection_overrides``. The overlay is merged over the base file: mappings key by key,
-lists of named items by ``name``.
+``gates`` and ``connection_overrides``.
+
+Overlays, as the template's loader applies them (``llmops/common/experiment.py``, ``_apply_overlay``,
+https://github.com/microsoft/genaiops-promptflow-template): a top-level block of
+``experiment.<env>.yaml`` replaces the base file's block whole (``datasets``, ``evaluators``,
+``connections``, ``runtime`` and each of our additions); an empty block (``evaluators:``) empties it;
+``name`` and ``flow`` always come from the base file. Nothing is merged item by item.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from release.config import format_validation_error
 from release.errors import UserError
 from release.yamlfile import read_mapping
 
-MAPPING_RE = re.compile(r"^\$\{(data|run\.outputs)\.([A-Za-z0-9_.\-]+)\}$")
+BASE_ONLY = ("name", "flow")  # an overlay never changes these (the template ignores them there)
 
 
 class ExperimentError(UserError):
@@ -41,23 +45,34 @@ class TemplateConnection(BaseModel):
 
 
 class Dataset(_Model):
+    """A dataset the flow runs on. ``mappings``: flow input -> ``${data.<column>}`` or a literal value
+    (prompt flow's column mapping; an input left out reads the column of its own name)."""
+
     name: str
     source: str
     description: str | None = None
-    mappings: dict[str, str] = Field(default_factory=dict)
+    mappings: dict[str, Any] = Field(default_factory=dict)
 
 
 class EvaluatorDataset(_Model):
+    """The data an evaluator reads for the runs of the dataset ``reference``, line by line.
+
+    As in the template, an entry named after one of the experiment's datasets, without ``source``
+    and ``reference``, evaluates the runs of that dataset on its own data.
+    ``mappings`` may also use ``${run.outputs.<output>}`` and ``${run.inputs.<column>}`` (the
+    referenced run's data line, as prompt flow defines it).
+    """
+
     name: str
     reference: str
     source: str
     description: str | None = None
-    mappings: dict[str, str] = Field(default_factory=dict)
+    mappings: dict[str, Any] = Field(default_factory=dict)
 
 
 class Evaluator(_Model):
     name: str
-    flow: str
+    flow: str  # default (template): the evaluator's name
     datasets: list[EvaluatorDataset]
 
 
@@ -99,14 +114,44 @@ class Experiment(_Model):
     base_dir: Path = Path(".")
     file: str = "experiment.yaml"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _template_defaults(cls, data: Any) -> Any:
+        """The template's shorthands: an evaluator's ``flow`` defaults to its name; an evaluator
+        dataset named after an experiment dataset (no ``source``/``reference``) is that dataset."""
+        if not isinstance(data, dict) or not isinstance(data.get("evaluators"), list):
+            return data
+        sources = {d.get("name"): d.get("source") for d in data.get("datasets") or [] if isinstance(d, dict)}
+        evaluators = []
+        for evaluator in data["evaluators"]:
+            if isinstance(evaluator, dict):
+                evaluator = dict(evaluator)
+                if not evaluator.get("flow") and evaluator.get("name"):
+                    evaluator["flow"] = evaluator["name"]
+                items = []
+                for item in evaluator.get("datasets") or []:
+                    if (
+                        isinstance(item, dict)
+                        and item.get("name") in sources
+                        and "source" not in item
+                        and "reference" not in item
+                    ):
+                        item = {**item, "reference": item["name"], "source": sources[item["name"]]}
+                    items.append(item)
+                if "datasets" in evaluator:
+                    evaluator["datasets"] = items
+            evaluators.append(evaluator)
+        return {**data, "evaluators": evaluators}
+
     def flow_dir(self) -> Path:
-        candidates = [self.base_dir / (self.flow or ".")]
         if self.flow:
-            candidates.append(self.base_dir / "flows" / self.flow)
-        else:
-            candidates.append(self.base_dir / "flows" / self.name)
+            candidates = [self.base_dir / self.flow, self.base_dir / "flows" / self.flow]
+        else:  # the template's default: the flow folder named after the experiment
+            candidates = [self.base_dir / self.name, self.base_dir / "flows" / self.name, self.base_dir]
         for candidate in candidates:
-            if candidate.is_dir():
+            if candidate.is_dir() and (
+                self.flow or any((candidate / f).is_file() for f in ("flow.dag.yaml", "flow.flex.yaml"))
+            ):
                 return candidate.resolve()
         raise ExperimentError(
             f"{self.file}: flow: {self.flow or self.name!r}: no such flow folder "
@@ -115,7 +160,11 @@ class Experiment(_Model):
         )
 
     def source_path(self, source: str) -> Path:
-        return (self.base_dir / source).resolve()
+        """A dataset source: relative to this file, or (the template's fallback) to its ``data/``."""
+        path = self.base_dir / source
+        if not path.exists() and (self.base_dir / "data" / source).exists():
+            path = self.base_dir / "data" / source
+        return path.resolve()
 
     def dataset(self, name: str) -> Dataset:
         for dataset in self.datasets:
@@ -124,23 +173,21 @@ class Experiment(_Model):
         raise KeyError(name)
 
 
-def merge(base: Any, overlay: Any) -> Any:
-    """Overlay merge: mappings key by key, lists of named mappings by name, anything else replaced."""
-    if isinstance(base, dict) and isinstance(overlay, dict):
-        out = dict(base)
-        for key, value in overlay.items():
-            out[key] = merge(base[key], value) if key in base else value
-        return out
-    if (
-        isinstance(base, list)
-        and isinstance(overlay, list)
-        and all(isinstance(i, dict) and "name" in i for i in base + overlay)
-    ):
-        merged = {i["name"]: i for i in base}
-        for item in overlay:
-            merged[item["name"]] = merge(merged[item["name"]], item) if item["name"] in merged else item
-        return list(merged.values())
-    return overlay
+def apply_overlay(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    """The template's overlay rule: each top-level block of ``overlay`` replaces the base block whole.
+
+    ``name`` and ``flow`` stay the base file's; an empty block (``evaluators:`` with no value)
+    empties the block (its default). Blocks the overlay does not name are kept.
+    """
+    out = dict(base)
+    for key, value in overlay.items():
+        if key in BASE_ONLY:
+            continue
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
 
 
 def _read(path: Path, shown: str) -> dict[str, Any]:
@@ -155,14 +202,28 @@ def load_experiment(path: Path, env: str | None = None) -> Experiment:
     data = _read(path, shown)
     overlay = path.with_name(f"{path.stem}.{env}{path.suffix}") if env else None
     if overlay is not None and overlay.is_file():
-        data = merge(data, _read(overlay, _shown(overlay)))
-        shown = f"{shown} + {_shown(overlay)}"
+        overlay_data = _overlay(overlay)
+        if overlay_data:
+            data = apply_overlay(data, overlay_data)
+            shown = f"{shown} + {_shown(overlay)}"
     for reserved in ("base_dir", "file"):
         data.pop(reserved, None)
     try:
         return Experiment.model_validate({**data, "base_dir": path.parent.resolve(), "file": shown})
     except ValidationError as exc:
         raise ExperimentError(format_validation_error(shown, exc)) from None
+
+
+def _overlay(path: Path) -> dict[str, Any]:
+    """An overlay file; an empty one (the template ships ``experiment.dev.yaml`` empty) changes nothing."""
+    import yaml
+
+    try:
+        if yaml.safe_load(path.read_text(encoding="utf-8")) is None:
+            return {}
+    except yaml.YAMLError:
+        pass  # _read names the file and the YAML error
+    return _read(path, _shown(path))
 
 
 def _shown(path: Path) -> str:

@@ -123,7 +123,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             with _DRAIN.request():
-                outputs = self.session.run_line(inputs, 0).outputs
+                outputs = self.session.response(inputs)
         except LineFailed as exc:
             message = str(exc)
             if any(code in message.split() for code in INPUT_ERRORS):

@@ -148,7 +148,8 @@ def test_results_come_back_as_lines(runs: WorkspaceRuns, runner: Runner, wire: F
     name = runs.submit(FLOW, job, runner)
     set_status(wire, name, "Completed")
     output = f"{ACCOUNT_HOST}/{CONTAINER}/{output_prefix(FLOW, name)}/{OUTPUT_FILE}"
-    wire.blobs[output] = b'{"line_number": 1, "category": "Academic", "evidence": "Both"}\n'
+    # prompt flow writes outputs.jsonl with ensure_ascii=False: a raw U+2028 is inside a record
+    wire.blobs[output] = '{"line_number": 1, "category": "Academic", "evidence": "Both\u2028"}\n'.encode()
 
     [result] = runs.run_jobs(plan, runner)  # type: ignore[arg-type]
     first, second = result.lines
@@ -156,7 +157,7 @@ def test_results_come_back_as_lines(runs: WorkspaceRuns, runner: Runner, wire: F
     assert "no result" in (first.error or "")
     assert (second.index, second.outputs, second.error) == (
         7,
-        {"category": "Academic", "evidence": "Both"},
+        {"category": "Academic", "evidence": "Both\u2028"},
         None,
     )
 
