@@ -10,11 +10,11 @@ and polymorphic discriminators (``rest_discriminator`` + ``__mapping__``). :func
 body against them and returns every violation: an unknown property, a wrong JSON type, a value
 outside an enum, an unknown discriminator value, a read-only or a missing required property.
 
-The stack pins ``@2024-04-01``; the SDK carries a later stable version of the same types. The
-properties our bodies use were cross-checked against bicep-types-az
-``generated/machinelearningservices/microsoft.machinelearningservices/2024-04-01/types.json``
-(see docs/doctor-and-integration.md, "Oracles"), so a property that exists only in a later
-version is a difference the cross-check lists, not one this oracle would see.
+The stack pins ``@2024-04-01``; the SDK carries a later stable version of the same types (a
+superset). tests/azure/bicep_crosscheck.py compared both against bicep-types-az
+``generated/machinelearningservices/microsoft.machinelearningservices/2024-04-01/types.json``;
+what exists only in the later version is listed in :data:`NOT_IN_2024_04_01` and refused here,
+so the oracle is as strict as the pinned api-version for these types.
 
 Usage::
 
@@ -55,6 +55,53 @@ RESOURCE_MODELS: dict[str, type[Model]] = {
     f"{ML}/workspaces/computes".lower(): _models.ComputeResource,
     f"{ML}/workspaces/outboundRules".lower(): _models.OutboundRuleBasicResource,
 }
+
+
+# Found by tests/azure/bicep_crosscheck.py (bicep-types-az 1f896de, 2024-04-01 vs the SDK's
+# 2025-12-01): writable properties and enum values that 2024-04-01 does not have.
+NOT_IN_2024_04_01: dict[str, frozenset[str]] = {
+    # model class name -> JSON property names
+    "WorkspaceConnectionPropertiesV2": frozenset(
+        {"error", "peRequirement", "peStatus", "useWorkspaceManagedIdentity"}
+    ),
+    "ManagedOnlineDeployment": frozenset({"startupProbe"}),
+    "KubernetesOnlineDeployment": frozenset({"startupProbe"}),
+    "WorkspaceProperties": frozenset(
+        {"enableServiceSideCMKEncryption", "provisionNetworkNow", "systemDatastoresAuthMode"}
+    ),
+    "ManagedNetworkSettings": frozenset({"enableNetworkMonitor", "firewallSku", "managedNetworkKind"}),
+    "PrivateEndpointOutboundRule": frozenset({"fqdns"}),
+    "ComputeInstanceProperties": frozenset({"enableSSO", "idleTimeBeforeShutdown"}),
+}
+NEW_ENUM_VALUES: dict[str, frozenset[str]] = {
+    # enum class name -> values added after 2024-04-01
+    "ConnectionCategory": frozenset(
+        {
+            "ApiManagement",
+            "AppConfig",
+            "AppInsights",
+            "AzureContainerAppEnvironment",
+            "AzureKeyVault",
+            "AzureStorageAccount",
+            "Databricks",
+            "Elasticsearch",
+            "GroundingWithBingSearch",
+            "GroundingWithCustomSearch",
+            "ManagedOnlineEndpoint",
+            "MicrosoftFabric",
+            "ModelGateway",
+            "Pinecone",
+            "PowerPlatformEnvironment",
+            "RemoteA2A",
+            "RemoteTool",
+            "Sharepoint",
+        }
+    ),
+}
+
+
+def _newer(cls: type[Model], key: str) -> bool:
+    return any(key in NOT_IN_2024_04_01.get(base.__name__, ()) for base in cls.__mro__)
 
 
 @dataclass(frozen=True)
@@ -217,6 +264,11 @@ def _model(value: Any, cls: type[Model], path: str, strict_enums: bool) -> Itera
         if field is None:
             yield Violation(_join(path, key), f"unknown property of {cls.__name__}")
             continue
+        if _newer(cls, key):
+            yield Violation(
+                _join(path, key), f"property of {cls.__name__} added after api-version 2024-04-01"
+            )
+            continue
         if field.read_only:
             yield Violation(_join(path, key), f"read-only property of {cls.__name__} (set by Azure)")
             continue
@@ -228,7 +280,9 @@ def _model(value: Any, cls: type[Model], path: str, strict_enums: bool) -> Itera
 
 
 def _enum(value: Any, enums: list[type[enum.Enum]], path: str, strict: bool) -> Iterator[Violation]:
-    known = [str(m.value) for e in enums for m in e]
+    known = [
+        str(m.value) for e in enums for m in e if str(m.value) not in NEW_ENUM_VALUES.get(e.__name__, ())
+    ]
     if not isinstance(value, str):
         yield Violation(path, f"expected a string enum ({'|'.join(known)}), got {type(value).__name__}")
     elif value not in known and (strict or value.lower() not in {k.lower() for k in known}):

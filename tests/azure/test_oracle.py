@@ -217,6 +217,25 @@ def _drop(body: dict[str, Any], path: str) -> dict[str, Any]:
             "properties.endpointComputeType",
             "missing",
         ),
+        # only in a later api-version than 2024-04-01 (bicep-types-az cross-check)
+        (
+            CONNECTION,
+            _set(_connection(), "properties.useWorkspaceManagedIdentity", True),
+            "properties.useWorkspaceManagedIdentity",
+            "after api-version 2024-04-01",
+        ),
+        (
+            CONNECTION,
+            _set(_connection(), "properties.category", "Pinecone"),
+            "properties.category",
+            "not one of",
+        ),
+        (
+            DEPLOYMENT,
+            _set(_deployment(), "properties.startupProbe", {}),
+            "properties.startupProbe",
+            "after api-version",
+        ),
         # read-only and required
         (
             ENDPOINT,
