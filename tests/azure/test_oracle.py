@@ -5,14 +5,10 @@ a wrong type, a wrong enum value, an unknown discriminator, a read-only or missi
 from __future__ import annotations
 
 import copy
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from release.config import load_config
-from tests.azure.conftest import ENVIRON
 from tests.azure.oracle import RESOURCE_MODELS, Violation, azapi_request_body, check, check_stack
 
 ML = "Microsoft.MachineLearningServices/workspaces"
@@ -20,17 +16,6 @@ ENDPOINT = f"{ML}/onlineEndpoints@2024-04-01"
 CONNECTION = f"{ML}/connections@2024-04-01"
 COMPUTE = f"{ML}/computes@2024-04-01"
 DEPLOYMENT = f"{ML}/onlineEndpoints/deployments@2024-04-01"
-
-
-@pytest.fixture(scope="module")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    """dev and prod synthesized in one process (CDKTF import ~10 s), loaded like tests/azure loads them."""
-    from infra.app import synth
-
-    out = tmp_path_factory.mktemp("cdktf.out")
-    configs = [load_config(env, environ=ENVIRON) for env in ("dev", "prod")]
-    paths = synth(configs, out)
-    return {env: json.loads(Path(p).read_text()) for env, p in paths.items()}
 
 
 def _azapi(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
