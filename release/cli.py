@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "image_cmd",
     "release_cmd",
     "scaffold",
+    "doctor",
+    "cleanup",
 )
 
 

@@ -118,6 +118,7 @@ class Topology:
 
     private_hosts: dict[str, str] = field(default_factory=dict)
     caller_in_vnet: bool = False
+    unresolvable: set[str] = field(default_factory=set)  # hosts whose DNS name does not resolve here
 
     @classmethod
     def from_stack(
@@ -456,14 +457,14 @@ class FakeAzure:
     def answer(self, call: Call) -> tuple[int, Any]:
         with self.lock:
             self.calls.append(call)
+            denied = self.topology.refuses(call.host)  # the network rule stands in front of the service
+            if denied:
+                return _network_denied(denied, call.host)
             for method, pattern, handler in self.handlers:
                 if method == call.method and pattern.search(call.path):
                     result = handler(call)
                     if result is not None:
                         return result
-            denied = self.topology.refuses(call.host)
-            if denied:
-                return _network_denied(denied, call.host)
             if call.host.endswith(".blob.core.windows.net"):
                 return self._blob(call)
             key = call.path.rstrip("/").lower()
@@ -663,6 +664,11 @@ class _Adapter(BaseAdapter):
             body=body,
             raw=raw,
         )
+        if call.host.lower() in self.fake.topology.unresolvable:  # what urllib3 raises for a DNS failure
+            raise requests.exceptions.ConnectionError(
+                f"HTTPSConnectionPool(host='{call.host}', port=443): Max retries exceeded (Caused by "
+                f"NameResolutionError(\"Failed to resolve '{call.host}' ([Errno -2] Name or service not known)\"))"
+            )
         reply = self.fake.answer(call)
         status, payload = reply[0], reply[1]
         call.status = status
