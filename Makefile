@@ -108,5 +108,17 @@ new-flow: install ## scaffold a new use case (NAME=x, KIND=dag|flex): docs/new-f
 	$(if $(NAME),,$(error NAME is required: make new-flow NAME=my_flow [KIND=dag|flex]))
 	$(GENAIOPS) new-flow $(NAME) --kind $(or $(KIND),dag)
 
+.PHONY: doctor integration cleanup
+OLDER_THAN ?=
+
+doctor: install ## preflight on Azure: roles, network, providers, quota, AOAI deployments (ENV=x)
+	$(GENAIOPS) doctor $(env_or_local)
+
+integration: install ## apply/doctor/release/rollback/destroy in a real subscription (ENV=dev; skips without credentials)
+	GENAIOPS_ENV=$(if $(ENV),$(ENV),dev) $(BIN)/pytest tests/integration -m integration $(PYTEST_ARGS)
+
+cleanup: install ## delete expired integration-test resource groups by tag (ENV=x [OLDER_THAN=6h])
+	$(GENAIOPS) cleanup $(env_or_local) $(if $(OLDER_THAN),--older-than $(OLDER_THAN),)
+
 clean: ## remove build output (keeps .venv and the local environment's state)
 	rm -rf cdktf.out reports .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "image_cmd",
     "release_cmd",
     "scaffold",
+    "doctor",
+    "cleanup",
 )
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from release.azure.clients import AzureContext
@@ -36,6 +40,17 @@ def dev_config() -> EnvironmentConfig:
 @pytest.fixture(scope="session")
 def prod_config() -> EnvironmentConfig:
     return load_config("prod", environ={**ENVIRON, "AZURE_SUBSCRIPTION_ID": SUB})
+
+
+@pytest.fixture(scope="session")
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """dev and prod cdk.tf.json, synthesized once per session in one process (CDKTF import ~10 s)."""
+    from infra.app import synth
+
+    out = tmp_path_factory.mktemp("cdktf.out")
+    configs = [load_config(env, environ=ENVIRON) for env in ("dev", "prod")]
+    paths = synth(configs, out)
+    return {env: json.loads(Path(p).read_text()) for env, p in paths.items()}
 
 
 @pytest.fixture

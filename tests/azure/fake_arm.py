@@ -1,7 +1,25 @@
 """A stand-in for Azure at the HTTP boundary: the official SDKs send real HTTP requests through
 azure-core's ``RequestsTransport``; only the socket is replaced by a ``requests`` adapter that
 records each request and answers like ARM (resource store with PUT/GET/PATCH/DELETE/list,
-provisioningState Succeeded, ARM error bodies) plus per-test handlers for actions (POST ...).
+ARM error bodies) plus per-test handlers for actions (POST ...). Like ARM, not an echo:
+
+- long-running operations (Azure ML online endpoints and deployments, resource groups): PUT
+  answers 201/200 with ``provisioningState`` Creating/Updating and an ``Azure-AsyncOperation``
+  header; DELETE answers 202 with ``Location`` and ``Azure-AsyncOperation``; the operation is
+  InProgress for :attr:`FakeAzure.lro_polls` polls, then Succeeded, or Failed with an ARM error
+  body when a test planted it with :meth:`FakeAzure.fail_provisioning` (the resource then reads
+  ``provisioningState: Failed``). Shapes follow azure-rest-api-specs
+  ``.../stable/2024-04-01/examples/OnlineDeployment/ManagedOnlineDeployment/createOrUpdate.json``;
+- Azure ML PUT bodies are checked against the SDK's generated models (tests/azure/oracle.py):
+  a property the service does not know is a 400, as the service answers;
+- a second role assignment with the same principal, role and scope under another name is a
+  409 ``RoleAssignmentExists``;
+- data-plane hosts (registry, vault, blob, scoring) answer 403 with the service's network-rule
+  error when the :class:`Topology` says the caller's network is not allowed
+  (:meth:`Topology.from_stack` reads it from a synthesized cdk.tf.json).
+
+Extension point: :meth:`FakeAzure.on` registers a handler for a method and path pattern
+(newest first; return None to fall through to the ARM semantics above).
 
 Not a mock of our code: everything from our modules down to the SDK's serialized request runs
 for real; the answers are shaped like the Azure REST reference (2024-04-01 and the api-versions
@@ -16,6 +34,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +95,7 @@ class Call:
     headers: dict[str, str]
     body: Any
     raw: bytes = b""
+    status: int = 0  # the status code the fake answered
 
     @property
     def api_version(self) -> str | None:
@@ -83,6 +103,116 @@ class Call:
 
 
 Handler = Callable[[Call], tuple[int, Any] | None]
+
+ARM_HOST = "management.azure.com"
+
+
+@dataclass
+class Topology:
+    """Which data-plane hosts refuse callers from outside their network, and where the caller is.
+
+    ``private_hosts`` maps a host (``<acr>.azurecr.io``, ``<vault>.vault.azure.net``,
+    ``<account>.blob.core.windows.net``, ``<endpoint>.<region>.inference.ml.azure.com``) to the
+    service kind; ``caller_in_vnet=True`` models a self-hosted agent inside the VNet (private
+    endpoints), which every host accepts."""
+
+    private_hosts: dict[str, str] = field(default_factory=dict)
+    caller_in_vnet: bool = False
+    unresolvable: set[str] = field(default_factory=set)  # hosts whose DNS name does not resolve here
+
+    @classmethod
+    def from_stack(
+        cls, doc: dict[str, Any], *, caller_in_vnet: bool = False, region: str = "westeurope"
+    ) -> Topology:
+        """Read public/private from a synthesized cdk.tf.json: ``public_network_access_enabled:
+        false`` on azurerm registry/vault/storage, ``publicNetworkAccess: Disabled`` on azapi
+        online endpoints."""
+        resources = doc.get("resource", {})
+        hosts: dict[str, str] = {}
+        for rtype, kind, suffix in (
+            ("azurerm_container_registry", "acr", ".azurecr.io"),
+            ("azurerm_key_vault", "keyvault", ".vault.azure.net"),
+            ("azurerm_storage_account", "blob", ".blob.core.windows.net"),
+        ):
+            for res in (resources.get(rtype) or {}).values():
+                if res.get("public_network_access_enabled") is False:
+                    hosts[f"{res['name']}{suffix}"] = kind
+        for res in (resources.get("azapi_resource") or {}).values():
+            props = (res.get("body") or {}).get("properties") or {}
+            if res["type"].split("@")[0].lower().endswith("/onlineendpoints") and (
+                props.get("publicNetworkAccess") == "Disabled"
+            ):
+                hosts[f"{res['name']}.{region}.inference.ml.azure.com"] = "endpoint"
+        return cls(private_hosts=hosts, caller_in_vnet=caller_in_vnet)
+
+    def refuses(self, host: str) -> str | None:
+        """The service kind when ``host`` refuses this caller's network, else None."""
+        return None if self.caller_in_vnet else self.private_hosts.get(host.lower())
+
+
+def _network_denied(kind: str, host: str) -> tuple[int, Any, dict[str, str]]:
+    """The answers each service gives a caller its network rules refuse (documented error codes)."""
+    if kind == "blob":  # Storage: 403 AuthorizationFailure (XML)
+        body = (
+            b'<?xml version="1.0" encoding="utf-8"?><Error><Code>AuthorizationFailure</Code>'
+            b"<Message>This request is not authorized to perform this operation.</Message></Error>"
+        )
+        return 403, body, {"x-ms-error-code": "AuthorizationFailure", "Content-Type": "application/xml"}
+    if kind == "acr":  # ACR firewall: https://aka.ms/acr/firewall
+        message = "client with IP '203.0.113.7' is not allowed access. Refer https://aka.ms/acr/firewall to grant access."
+        return 403, {"errors": [{"code": "DENIED", "message": message}]}, {}
+    if kind == "keyvault":
+        return (
+            403,
+            {
+                "error": {
+                    "code": "Forbidden",
+                    "message": "Public network access is disabled and request is not from a trusted service nor via an approved private link.",
+                    "innererror": {"code": "ForbiddenByConnection"},
+                }
+            },
+            {},
+        )
+    return (
+        403,
+        {
+            "error": {
+                "code": "Forbidden",
+                "message": f"Public access to {host} is disabled (private endpoint only).",
+            }
+        },
+        {},
+    )
+
+
+_RESOURCE_GROUP_RE = re.compile(r"^/subscriptions/[^/]+/resourcegroups/[^/]+$", re.I)
+_ROLE_ASSIGNMENT_RE = re.compile(
+    r"^(?P<scope>.*)/providers/microsoft\.authorization/roleassignments/(?P<name>[^/]+)$", re.I
+)
+_OPERATION_RE = re.compile(r"/operationStatuses/(?P<id>[^/]+)$", re.I)
+
+
+def _is_lro_put(key: str) -> bool:
+    """Azure ML online endpoints and deployments are long-running (x-ms-long-running-operation)."""
+    parts = key.rstrip("/").split("/")
+    if "microsoft.machinelearningservices" not in parts or len(parts) < 2:
+        return False
+    return parts[-2] == "onlineendpoints" or (parts[-2] == "deployments" and "onlineendpoints" in parts)
+
+
+def _is_lro_delete(key: str) -> bool:
+    """DELETE of those, and of a resource group (202 + Location in ARM)."""
+    return _is_lro_put(key) or bool(_RESOURCE_GROUP_RE.match(key.rstrip("/")))
+
+
+@dataclass
+class _Operation:
+    id: str
+    key: str
+    kind: str  # "put" | "delete"
+    polls_left: int
+    error: dict[str, Any] | None = None
+    status: str = "InProgress"
 
 
 @dataclass
@@ -92,11 +222,21 @@ class FakeAzure:
     blobs: dict[str, bytes] = field(default_factory=dict)  # "<account host>/<container>/<blob>"
     handlers: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    topology: Topology = field(default_factory=Topology)
+    lro_polls: int = 1  # operation-status polls answered InProgress before the operation ends
+    validate_bodies: bool = True  # check Azure ML PUT bodies against the SDK models (oracle)
+    operations: dict[str, _Operation] = field(default_factory=dict)
+    failures: list[tuple[re.Pattern[str], dict[str, Any]]] = field(default_factory=list)
 
     # -- configuration -------------------------------------------------------------
     def on(self, method: str, path_regex: str, handler: Handler) -> None:
         """Answer ``method`` on paths matching ``path_regex`` (case-insensitive); newest first."""
         self.handlers.insert(0, (method.upper(), re.compile(path_regex, re.I), handler))
+
+    def fail_provisioning(self, path_regex: str, code: str = "DeploymentFailed", message: str = "") -> None:
+        """The next long-running PUT on a matching path ends Failed with this ARM error."""
+        error = {"code": code, "message": message or f"{code}: the operation failed (planted by the test)"}
+        self.failures.append((re.compile(path_regex, re.I), error))
 
     def put_resource(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         stored = self._stored(path, body)
@@ -148,11 +288,166 @@ class FakeAzure:
             {**_BLOB_HEADERS, "x-ms-error-code": "BlobNotFound", "Content-Type": "application/xml"},
         )
 
-    # -- ARM semantics --------------------------------------------------------------
+    # -- ARM semantics: LRO, 409, validation ----------------------------------------
+    def _arm_semantics(
+        self, call: Call, key: str
+    ) -> tuple[int, Any] | tuple[int, Any, dict[str, str]] | None:
+        op = _OPERATION_RE.search(call.path)
+        if call.method == "GET" and op:
+            return self._poll(op.group("id"), call)
+        ra = _ROLE_ASSIGNMENT_RE.match(call.path.rstrip("/"))
+        if call.method == "PUT" and ra:
+            return self._role_assignment(call, key, ra.group("scope"))
+        if call.method == "GET" and key.endswith("/providers/microsoft.authorization/roleassignments"):
+            return self._list_role_assignments(call, key)
+        if (
+            call.method == "PUT"
+            and self.validate_bodies
+            and "/providers/microsoft.machinelearningservices/" in key
+        ):
+            problem = self._validate(call)
+            if problem:
+                return 400, {"error": {"code": "UserError", "message": problem}}
+        if call.method == "PUT" and _is_lro_put(key):
+            return self._start_put(call, key)
+        if call.method == "DELETE" and _is_lro_delete(key) and key in self.store:
+            return self._start_delete(call, key)
+        return None
+
+    def _validate(self, call: Call) -> str | None:
+        from tests.azure.oracle import UnknownResourceType, check
+
+        rtype = _arm_type(call.path.rstrip("/"))
+        body = {k: v for k, v in (call.body or {}).items() if k not in ("id", "name", "type", "systemData")}
+        try:
+            # the SDKs send extensible enums in their own case (e.g. "disabled"); the service accepts it
+            problems = check(rtype, body, case_sensitive_enums=False)
+        except UnknownResourceType:
+            return None
+        return "; ".join(str(p) for p in problems) or None
+
+    def _start_put(self, call: Call, key: str) -> tuple[int, Any, dict[str, str]]:
+        existed = key in self.store
+        stored = self._stored(call.path.rstrip("/"), call.body or {})
+        if existed:  # ARM keeps what the PUT does not replace until the operation succeeds
+            stored["properties"].setdefault(
+                "scoringUri", self.store[key].get("properties", {}).get("scoringUri")
+            )
+        stored["properties"]["provisioningState"] = "Updating" if existed else "Creating"
+        self.store[key] = stored
+        error = next((e for pattern, e in self.failures if pattern.search(call.path)), None)
+        if error is not None:
+            self.failures = [(p, e) for p, e in self.failures if e is not error]
+        op = self._operation(key, "put", error)
+        headers = {"Azure-AsyncOperation": _operation_url(call, op.id), "Retry-After": "1"}
+        return (200 if existed else 201), _service_view(key, stored), headers
+
+    def _start_delete(self, call: Call, key: str) -> tuple[int, Any, dict[str, str]]:
+        self.store[key].setdefault("properties", {})["provisioningState"] = "Deleting"
+        op = self._operation(key, "delete", None)
+        url = _operation_url(call, op.id)
+        return (
+            202,
+            None,
+            {"Azure-AsyncOperation": url, "Location": url + "&kind=location", "Retry-After": "1"},
+        )
+
+    def _operation(self, key: str, kind: str, error: dict[str, Any] | None) -> _Operation:
+        op = _Operation(id=str(uuid.uuid4()), key=key, kind=kind, polls_left=self.lro_polls, error=error)
+        self.operations[op.id] = op
+        return op
+
+    def _poll(self, op_id: str, call: Call) -> tuple[int, Any, dict[str, str]] | tuple[int, Any]:
+        op = self.operations.get(op_id)
+        if op is None:
+            return _not_found(call.path)
+        if op.status == "InProgress":
+            if op.polls_left > 0:
+                op.polls_left -= 1
+            else:
+                self._finish(op)
+        as_location = call.query.get("kind") == "location"
+        if as_location:  # Location polling: 202 while running, then 200 (or the error)
+            if op.status == "InProgress":
+                return 202, None, {"Location": call.url, "Retry-After": "1"}
+            return (200, None) if op.status == "Succeeded" else (400, {"error": op.error})
+        body: dict[str, Any] = {"id": call.path, "name": op.id, "status": op.status}
+        if op.status == "Failed":
+            body["error"] = op.error
+        headers = {"Retry-After": "1"} if op.status == "InProgress" else {}
+        return 200, body, headers
+
+    def _finish(self, op: _Operation) -> None:
+        resource = self.store.get(op.key)
+        if op.error is not None:
+            op.status = "Failed"
+            if resource is not None:
+                resource.setdefault("properties", {})["provisioningState"] = "Failed"
+            return
+        op.status = "Succeeded"
+        if op.kind == "delete":
+            prefix = op.key + "/"
+            for k in [k for k in self.store if k == op.key or k.startswith(prefix)]:
+                del self.store[k]
+        elif resource is not None:
+            resource.setdefault("properties", {})["provisioningState"] = "Succeeded"
+
+    def _role_assignment(self, call: Call, key: str, scope: str) -> tuple[int, Any]:
+        props = (call.body or {}).get("properties") or {}
+        for other_key, other in self.store.items():
+            o = other.get("properties", {})
+            if (
+                other_key != key
+                and "/providers/microsoft.authorization/roleassignments/" in other_key
+                and o.get("principalId") == props.get("principalId")
+                and str(o.get("roleDefinitionId", "")).lower()
+                == str(props.get("roleDefinitionId", "")).lower()
+                and str(o.get("scope", "")).lower() == scope.lower()
+            ):
+                return 409, {
+                    "error": {
+                        "code": "RoleAssignmentExists",
+                        "message": "The role assignment already exists.",
+                    }
+                }
+        stored = copy.deepcopy(call.body or {})
+        stored.update(
+            id=call.path,
+            name=call.path.rstrip("/").split("/")[-1],
+            type="Microsoft.Authorization/roleAssignments",
+        )
+        stored["properties"] = {
+            **props,
+            "scope": scope,
+            "principalType": props.get("principalType", "ServicePrincipal"),
+        }
+        existed = key in self.store
+        self.store[key] = stored
+        return (200 if existed else 201), stored
+
+    def _list_role_assignments(self, call: Call, key: str) -> tuple[int, Any]:
+        """Assignments at, above or below the scope (ARM's list semantics), filtered by principal."""
+        scope = key[: -len("/providers/microsoft.authorization/roleassignments")]
+        wanted = re.search(r"(?:principalId eq|assignedTo\()\s*'([^']+)'", call.query.get("$filter", ""))
+        out = []
+        for k, v in sorted(self.store.items()):
+            if "/providers/microsoft.authorization/roleassignments/" not in k:
+                continue
+            at = str(v["properties"].get("scope", "")).lower().rstrip("/")
+            if not (scope.startswith(at) or at.startswith(scope) or at == "/"):
+                continue
+            if wanted and v["properties"].get("principalId") != wanted.group(1):
+                continue
+            out.append(v)
+        return 200, {"value": out}
+
+    # -- ARM semantics: the resource store -------------------------------------------
     def _stored(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         stored = copy.deepcopy(body) if isinstance(body, dict) else {}
         stored["id"] = path
         stored["name"] = path.rstrip("/").split("/")[-1]
+        stored.setdefault("type", _arm_type(path))
+        stored.setdefault("systemData", dict(_SYSTEM_DATA))
         props = stored.setdefault("properties", {})
         if isinstance(props, dict) and "/config/" not in path.lower():
             props.setdefault("provisioningState", "Succeeded")
@@ -162,6 +457,9 @@ class FakeAzure:
     def answer(self, call: Call) -> tuple[int, Any]:
         with self.lock:
             self.calls.append(call)
+            denied = self.topology.refuses(call.host)  # the network rule stands in front of the service
+            if denied:
+                return _network_denied(denied, call.host)
             for method, pattern, handler in self.handlers:
                 if method == call.method and pattern.search(call.path):
                     result = handler(call)
@@ -170,6 +468,9 @@ class FakeAzure:
             if call.host.endswith(".blob.core.windows.net"):
                 return self._blob(call)
             key = call.path.rstrip("/").lower()
+            special = self._arm_semantics(call, key)
+            if special is not None:
+                return special
             if call.method == "GET" and call.host.endswith(".api.azureml.ms") and key == "/discovery":
                 base = f"https://{call.host}"
                 return 200, {
@@ -230,6 +531,35 @@ class FakeAzure:
             return _not_found(call.path)
 
 
+def _operation_url(call: Call, op_id: str) -> str:
+    sub = call.path.split("/")[2] if call.path.lower().startswith("/subscriptions/") else "x"
+    version = call.api_version or "2024-04-01"
+    return (
+        f"https://{ARM_HOST}/subscriptions/{sub}/providers/Microsoft.MachineLearningServices/"
+        f"locations/westeurope/operationStatuses/{op_id}?api-version={version}"
+    )
+
+
+def _arm_type(path: str) -> str:
+    """``Microsoft.X/a/b`` from ``/subscriptions/s/resourceGroups/r/providers/Microsoft.X/a/n/b/m``."""
+    parts = path.strip("/").split("/")
+    if "providers" not in parts:
+        return "Microsoft.Resources/resourceGroups" if len(parts) == 4 else ""
+    i = len(parts) - 1 - parts[::-1].index("providers")
+    rest = parts[i + 1 :]
+    return "/".join([rest[0], *rest[1::2]])
+
+
+_SYSTEM_DATA = {
+    "createdAt": "2026-11-30T06:00:00.000Z",
+    "createdBy": "ci@example.org",
+    "createdByType": "User",
+    "lastModifiedAt": "2026-11-30T06:00:00.000Z",
+    "lastModifiedBy": "ci@example.org",
+    "lastModifiedByType": "User",
+}
+
+
 _BLOB_HEADERS = {
     "ETag": '"0x8DC0000000000001"',
     "Last-Modified": "Tue, 24 Nov 2026 03:00:00 GMT",
@@ -260,6 +590,7 @@ def _server_defaults(path: str, stored: dict[str, Any], props: dict[str, Any]) -
         props.setdefault("state", "Running")
     if "identity" in stored and isinstance(stored["identity"], dict):
         stored["identity"].setdefault("principalId", "22222222-2222-2222-2222-222222222222")
+        stored["identity"].setdefault("tenantId", "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
 
 
 def _service_view(path: str, stored: dict[str, Any]) -> dict[str, Any]:
@@ -333,8 +664,14 @@ class _Adapter(BaseAdapter):
             body=body,
             raw=raw,
         )
+        if call.host.lower() in self.fake.topology.unresolvable:  # what urllib3 raises for a DNS failure
+            raise requests.exceptions.ConnectionError(
+                f"HTTPSConnectionPool(host='{call.host}', port=443): Max retries exceeded (Caused by "
+                f"NameResolutionError(\"Failed to resolve '{call.host}' ([Errno -2] Name or service not known)\"))"
+            )
         reply = self.fake.answer(call)
         status, payload = reply[0], reply[1]
+        call.status = status
         extra: dict[str, str] = reply[2] if len(reply) > 2 else {}  # type: ignore[misc]
         response = requests.Response()
         response.status_code = status

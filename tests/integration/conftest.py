@@ -1,0 +1,47 @@
+"""The integration suite runs against a real subscription (``make integration ENV=dev``).
+
+Every test marked ``integration`` is skipped, with one line saying why, unless the machine has
+Azure credentials and what a real apply needs; ``make test`` deselects the marker altogether
+(pyproject.toml ``addopts``)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+NEEDED = (
+    "AZURE_SUBSCRIPTION_ID",
+    "AZURE_TENANT_ID",
+    "TFSTATE_RESOURCE_GROUP",
+    "TFSTATE_STORAGE_ACCOUNT",
+    "DEPLOYER_OBJECT_ID",
+    "AOAI_ENDPOINT",
+    "AOAI_API_KEY",
+)
+
+
+def why_not() -> str | None:
+    """None when the suite can run here, else the one-line reason it cannot."""
+    missing = [name for name in NEEDED if not os.environ.get(name)]
+    if missing:
+        return f"no Azure credentials/settings for the integration suite: set {', '.join(missing)}"
+    if shutil.which("terraform") is None:
+        return "terraform is not on PATH (>= 1.11 is needed to apply the stack)"
+    from azure.core.exceptions import ClientAuthenticationError
+
+    from release.azure.clients import ARM_SCOPE, default_credential
+
+    try:
+        default_credential().get_token(ARM_SCOPE)
+    except ClientAuthenticationError:
+        return "no Azure credentials: az login, or AZURE_CLIENT_ID + AZURE_FEDERATED_TOKEN_FILE (workload identity)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def azure_ready() -> None:
+    reason = why_not()
+    if reason:
+        pytest.skip(reason)
