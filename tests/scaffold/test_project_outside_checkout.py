@@ -66,7 +66,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def cli(script: Path, cwd: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+        [str(script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=1500, check=False
     )
 
 
