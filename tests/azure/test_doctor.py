@@ -197,6 +197,18 @@ def test_private_endpoint_is_refused_outside_and_reachable_inside_the_vnet(
     assert endpoint.status == "ok" and endpoint.detail == "reachable (HTTP 401)"
 
 
+def test_private_workspace_is_probed_on_its_own_host(
+    healthy: FakeAzure, dev_config: EnvironmentConfig, dev_ctx: AzureContext
+) -> None:
+    guid = "9d3f5c1e-2b4a-4c6d-8e0f-1a2b3c4d5e6f"
+    healthy.store[WS_PATH.lower()]["properties"].update(workspaceId=guid, publicNetworkAccess="Disabled")
+    host = f"{guid}.workspace.westeurope.api.azureml.ms"
+    healthy.topology = Topology(private_hosts={host: "workspace"})
+    [workspace] = [f for f in doctor.check_network(dev_config, dev_ctx) if f.subject.startswith("workspace")]
+    assert workspace.subject == f"workspace (https://{host}/)"
+    assert workspace.status == "blocker" and "network rule" in workspace.detail
+
+
 def test_missing_resource_id_is_a_warning_not_a_pass(
     healthy: FakeAzure, dev_config: EnvironmentConfig, dev_ctx: AzureContext
 ) -> None:
