@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -218,20 +217,16 @@ def test_missing_resource_id_is_a_warning_not_a_pass(
 
 
 def test_without_credentials_one_line_and_exit_2(tmp_path: Path) -> None:
-    env: dict[str, Any] = {
+    env = {
         "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
         "HOME": str(tmp_path),  # no az login cache, no azd, no VS Code account
         "AZURE_CONFIG_DIR": str(tmp_path / "az"),
-        "IDENTITY_ENDPOINT": "",
-        "MSI_ENDPOINT": "",
         **ENVIRON,
     }
-    env = {k: v for k, v in env.items() if v != ""}
-    # managed identity (IMDS) is not reachable here: the metadata address is unroutable
     result = subprocess.run(
         [sys.executable, "-m", "release", "doctor", "--env", "dev"],
         cwd=REPO,
-        env={**env, "AZURE_POD_IDENTITY_AUTHORITY_HOST": "http://127.0.0.1:9"},
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
