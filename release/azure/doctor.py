@@ -448,7 +448,9 @@ def check_aoai(cfg: EnvironmentConfig, ctx: AzureContext, project_dir: Path | No
     for i, connection in enumerate(cfg.connections):
         if connection.category != "AzureOpenAI":
             continue
-        names = sorted(wanted.get(connection.name, set()))
+        # the connection's declared model deployments (when the config has them) and the flows' own
+        declared = {str(n) for n in getattr(connection, "model_deployments", None) or []}
+        names = sorted(wanted.get(connection.name, set()) | declared)
         if not connection.resource_id:
             out.append(
                 Finding(
