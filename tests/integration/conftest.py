@@ -24,6 +24,8 @@ NEEDED = (
 
 def why_not() -> str | None:
     """None when the suite can run here, else the one-line reason it cannot."""
+    if os.environ.get("GENAIOPS_INTEGRATION") != "1":  # never by accident, e.g. `pytest -m "not slow"`
+        return "the integration suite creates billed resources: run it with `make integration ENV=dev`"
     missing = [name for name in NEEDED if not os.environ.get(name)]
     if missing:
         return f"no Azure credentials/settings for the integration suite: set {', '.join(missing)}"
