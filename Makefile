@@ -115,7 +115,7 @@ doctor: install ## preflight on Azure: roles, network, providers, quota, AOAI de
 	$(GENAIOPS) doctor $(env_or_local)
 
 integration: install ## apply/doctor/release/rollback/destroy in a real subscription (ENV=dev; skips without credentials)
-	GENAIOPS_ENV=$(if $(ENV),$(ENV),dev) $(BIN)/pytest tests/integration -m integration $(PYTEST_ARGS)
+	GENAIOPS_INTEGRATION=1 GENAIOPS_ENV=$(if $(ENV),$(ENV),dev) $(BIN)/pytest tests/integration -m integration $(PYTEST_ARGS)
 
 cleanup: install ## delete expired integration-test resource groups by tag (ENV=x [OLDER_THAN=6h])
 	$(GENAIOPS) cleanup $(env_or_local) $(if $(OLDER_THAN),--older-than $(OLDER_THAN),)

@@ -284,14 +284,14 @@ def _inherited(client: Any, scope: str, principal: str) -> set[str]:
 def data_planes(cfg: EnvironmentConfig, ctx: AzureContext) -> list[tuple[str, str]]:
     """(what, URL) of each data plane the pipeline and the release talk to."""
     assert cfg.azure is not None
+    ml = _resources(ctx)
+    ws = _scopes(cfg)["workspace"]
     planes = [
         ("container registry", f"https://{naming.container_registry(cfg)}.azurecr.io/v2/"),
         ("key vault", f"https://{naming.key_vault(cfg)}.vault.azure.net/secrets?api-version=7.4"),
         ("blob storage", f"https://{naming.storage_account(cfg)}.blob.core.windows.net/?comp=list"),
-        ("workspace", f"https://{cfg.azure.location}.api.azureml.ms/discovery"),
+        ("workspace", _workspace_url(cfg, ml, ws)),
     ]
-    ml = _resources(ctx)
-    ws = _scopes(cfg)["workspace"]
     for flow, settings in cfg.flows.items():
         if settings.deployment.target not in ("managed", "kubernetes"):
             continue
@@ -304,6 +304,20 @@ def data_planes(cfg: EnvironmentConfig, ctx: AzureContext) -> list[tuple[str, st
             if scoring:
                 planes.append((f"endpoint {cfg.endpoint_name(flow)}", scoring))
     return planes
+
+
+def _workspace_url(cfg: EnvironmentConfig, ml: Any, workspace_id: str) -> str:
+    """The workspace's own data-plane host (``<workspaceId>.workspace.<region>.api.azureml.ms``,
+    which its private endpoint serves) once it exists; the regional discovery URL before."""
+    assert cfg.azure is not None
+    url = f"https://management.azure.com{workspace_id}?api-version={ML_API}"
+    response = ml.send_request(HttpRequest("GET", url))
+    guid = (
+        (response.json().get("properties") or {}).get("workspaceId") if response.status_code == 200 else None
+    )
+    if guid:
+        return f"https://{guid}.workspace.{cfg.azure.location}.api.azureml.ms/"
+    return f"https://{cfg.azure.location}.api.azureml.ms/discovery"
 
 
 def probe(ctx: AzureContext, url: str) -> tuple[Status, str]:
@@ -434,7 +448,9 @@ def check_aoai(cfg: EnvironmentConfig, ctx: AzureContext, project_dir: Path | No
     for i, connection in enumerate(cfg.connections):
         if connection.category != "AzureOpenAI":
             continue
-        names = sorted(wanted.get(connection.name, set()))
+        # the connection's declared model deployments (when the config has them) and the flows' own
+        declared = {str(n) for n in getattr(connection, "model_deployments", None) or []}
+        names = sorted(wanted.get(connection.name, set()) | declared)
         if not connection.resource_id:
             out.append(
                 Finding(

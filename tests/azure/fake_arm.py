@@ -96,6 +96,7 @@ class Call:
     body: Any
     raw: bytes = b""
     status: int = 0  # the status code the fake answered
+    response: Any = None  # the body it answered (a copy, as sent)
 
     @property
     def api_version(self) -> str | None:
@@ -672,6 +673,7 @@ class _Adapter(BaseAdapter):
         reply = self.fake.answer(call)
         status, payload = reply[0], reply[1]
         call.status = status
+        call.response = copy.deepcopy(payload) if isinstance(payload, dict) else payload
         extra: dict[str, str] = reply[2] if len(reply) > 2 else {}  # type: ignore[misc]
         response = requests.Response()
         response.status_code = status

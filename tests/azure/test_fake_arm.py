@@ -49,6 +49,29 @@ def test_deployment_put_is_a_long_running_operation(managed: ManagedTarget, fake
     assert set(stored["systemData"]) >= {"createdAt", "createdBy", "lastModifiedAt"}
 
 
+def test_response_shape_follows_the_rest_example(managed: ManagedTarget, fake: FakeAzure) -> None:
+    """Top-level members and the 201 state of azure-rest-api-specs
+    specification/machinelearningservices/.../stable/2024-04-01/examples/OnlineDeployment/
+    ManagedOnlineDeployment/createOrUpdate.json (responses.201.body)."""
+    managed.ensure_endpoint()
+    managed.create_or_update(spec("blue-0001"), timeout_s=30)
+    [put] = fake.find("PUT", "/deployments/blue-0001$")
+    body = put.response
+    assert {"id", "name", "type", "properties", "systemData", "location", "sku", "tags"} <= set(body)
+    assert body["properties"]["provisioningState"] == "Creating"
+    assert body["id"] == put.path and body["name"] == "blue-0001"
+    assert set(body["systemData"]) == {
+        "createdAt",
+        "createdBy",
+        "createdByType",
+        "lastModifiedAt",
+        "lastModifiedBy",
+        "lastModifiedByType",
+    }
+    [endpoint, *_] = fake.find("PUT", f"/onlineEndpoints/{ENDPOINT}$")
+    assert {"principalId", "tenantId", "type"} <= set(endpoint.response["identity"])
+
+
 def test_a_failed_deployment_leaves_traffic_untouched(managed: ManagedTarget, fake: FakeAzure) -> None:
     managed.ensure_endpoint()
     managed.create_or_update(spec("blue-0001"), timeout_s=30)

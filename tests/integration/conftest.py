@@ -7,24 +7,31 @@ Azure credentials and what a real apply needs; ``make test`` deselects the marke
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
 
-NEEDED = (
-    "AZURE_SUBSCRIPTION_ID",
-    "AZURE_TENANT_ID",
-    "TFSTATE_RESOURCE_GROUP",
-    "TFSTATE_STORAGE_ACCOUNT",
-    "DEPLOYER_OBJECT_ID",
-    "AOAI_ENDPOINT",
-    "AOAI_API_KEY",
-)
+ALWAYS = ("AZURE_SUBSCRIPTION_ID", "AZURE_TENANT_ID")
+
+
+def needed(env: str) -> list[str]:
+    """Variables the run needs: the ``${VAR}`` (without a default) and ``secret: {env: VAR}``
+    references of config/<env>.yaml, plus the subscription and tenant."""
+    from release.config import CONFIG_DIR
+
+    text = (CONFIG_DIR / f"{env}.yaml").read_text()
+    names = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)\}", text)) | set(
+        re.findall(r"\benv:\s*([A-Z][A-Z0-9_]*)", text)
+    )
+    return sorted(set(ALWAYS) | names)
 
 
 def why_not() -> str | None:
     """None when the suite can run here, else the one-line reason it cannot."""
-    missing = [name for name in NEEDED if not os.environ.get(name)]
+    if os.environ.get("GENAIOPS_INTEGRATION") != "1":  # never by accident, e.g. `pytest -m "not slow"`
+        return "the integration suite creates billed resources: run it with `make integration ENV=dev`"
+    missing = [name for name in needed(os.environ.get("GENAIOPS_ENV", "dev")) if not os.environ.get(name)]
     if missing:
         return f"no Azure credentials/settings for the integration suite: set {', '.join(missing)}"
     if shutil.which("terraform") is None:

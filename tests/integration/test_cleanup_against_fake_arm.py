@@ -116,3 +116,11 @@ def test_bad_durations_and_run_ids_are_refused(text: str) -> None:
         testgroups.parse_duration(text)
     with pytest.raises(UserError, match="run id"):
         testgroups.group_name("gaops", "Build 42")
+
+
+def test_cleanup_command_refuses_a_bad_duration_before_any_call(capsys: pytest.CaptureFixture[str]) -> None:
+    from release.cli import main
+
+    assert main(["cleanup", "--env", "dev", "--older-than", "6x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["genaiops: error: --older-than '6x': use a number and a unit m, h or d (e.g. 6h)"]
