@@ -101,3 +101,10 @@ def test_template_shorthands_evaluator_flow_and_dataset_by_name(tmp_path: Path) 
     assert evaluator.flow == "accuracy_eval"
     (dataset,) = evaluator.datasets
     assert (dataset.reference, dataset.source) == ("web_classification_train", "data/data.jsonl")
+
+
+def test_an_empty_mappings_block_means_no_mappings(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "uc")
+    path = tmp_path / "uc" / "experiment.yaml"
+    path.write_text(path.read_text().replace('  mappings:\n    url: "${data.url}"\n', "  mappings:\n", 1))
+    assert load_experiment(path).datasets[0].mappings == {}
