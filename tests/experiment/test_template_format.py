@@ -56,7 +56,8 @@ def test_template_files_pass_experiment_and_evaluate(exp, template_config: Path,
     assert code == 0, out.err
     assert "gate passed: web_classification_gt" in out.out and "(accuracy = " in out.out
     assert "primary_metric: not set" in out.err and "first metric of the first evaluator" in out.err
-    report = next(exp.reports.rglob("metrics.json")).parent
+    pointer = exp.reports / "web_classification_gt" / "latest-evaluation.json"
+    report = Path(json.loads(pointer.read_text())["report_dir"])
     summary = json.loads((report / "metrics.json").read_text())
     assert summary["evaluator_metrics"] == {
         "web_classification_flow": ["accuracy"],
