@@ -9,7 +9,7 @@ suffix (https://github.com/microsoft/promptflow/blob/main/src/promptflow-core/pr
   U+2028 / U+2029 / U+0085 inside strings are data, never record ends.
 * ``.csv`` / ``.tsv``: a header row, then one row per record (RFC 4180 quoting; a quoted field may
   span lines). Every value is a string, an empty cell is ``""``.
-* ``.json``: a JSON array of objects (or an object of equal-length columns).
+* ``.json``: a JSON array of objects (or an object of columns: lists, or ``{row index: value}``).
 * ``.parquet``: read through pandas when ``pyarrow`` is installed (it is not a dependency of the
   toolkit: convert to JSON Lines otherwise).
 * a folder: every file in it and its subfolders, in path order (prompt flow uses directory order).
@@ -205,6 +205,10 @@ def _read_json(path: Path, shown: str) -> DataRows:
                 f"{shown}: columns of different lengths {sorted(lengths)}; one value per row in each column"
             )
         records = [dict(zip(value, row, strict=True)) for row in zip(*value.values(), strict=True)]
+    elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+        # pandas' default "columns" orient: {column: {row index: value}}
+        index = list(dict.fromkeys(k for column in value.values() for k in column))
+        records = [{c: cells[i] for c, cells in value.items() if i in cells} for i in index]
     else:
         raise DatasetError(
             f'{shown}: a .json dataset must be an array of objects ([{{"column": value}}, ...]); '

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from release.config import format_validation_error
 from release.errors import UserError
@@ -33,6 +33,11 @@ class ExperimentError(UserError):
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_mappings(value: Any) -> Any:
+    """``mappings:`` left empty means none (the template reads ``ds["mappings"] or {}``)."""
+    return {} if value is None else value
 
 
 class TemplateConnection(BaseModel):
@@ -52,6 +57,7 @@ class Dataset(_Model):
     source: str
     description: str | None = None
     mappings: dict[str, Any] = Field(default_factory=dict)
+    _mappings = field_validator("mappings", mode="before")(_no_mappings)
 
 
 class EvaluatorDataset(_Model):
@@ -68,6 +74,7 @@ class EvaluatorDataset(_Model):
     source: str
     description: str | None = None
     mappings: dict[str, Any] = Field(default_factory=dict)
+    _mappings = field_validator("mappings", mode="before")(_no_mappings)
 
 
 class Evaluator(_Model):

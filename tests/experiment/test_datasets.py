@@ -71,6 +71,7 @@ def test_tsv_json_unknown_suffix_and_folder_read_like_prompt_flow(tmp_path: Path
         "d.tsv": tsv,
         "d.json": json.dumps([{"text": "a", "n": 1}, {"text": "b", "n": 2}]),
         "d.txt": jsonl([{"text": "x"}]),
+        "columns.json": json.dumps({"text": {"0": "a", "1": "b"}, "label": {"0": "x", "1": "y"}}),
     }
     write(tmp_path, files)
     for name in files:

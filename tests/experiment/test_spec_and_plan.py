@@ -1,4 +1,4 @@
-"""Experiment files: the template format loads unchanged, overlays merge, expansion, validation errors."""
+"""Experiment files: the template format loads unchanged, overlays replace blocks, expansion, validation errors."""
 
 from __future__ import annotations
 
@@ -83,12 +83,12 @@ def test_template_experiment_loads_unchanged_and_plans(tmp_path: Path, engine) -
     assert plan.runs[0].inputs[0] == {"url": "https://www.example.org/a"}
 
 
-def test_overlay_merges_named_items_and_overrides(tmp_path: Path) -> None:
+def test_dev_overlay_replaces_connections_hyperparameters_and_overrides(tmp_path: Path) -> None:
     experiment = load_experiment(WC / "experiment.yaml", "dev")
     assert experiment.connection_overrides == {"local_openai": "aoai"}
     assert [c.name for c in experiment.connections] == ["local_openai", "aoai"]
     assert experiment.hyperparameters["deployment_name"] == ["gpt-35-turbo"]
-    assert len(experiment.datasets) == 2  # base datasets kept
+    assert len(experiment.datasets) == 2  # blocks the overlay does not name are kept
     assert load_experiment(WC / "experiment.yaml", "local").connection_overrides == {}
 
 

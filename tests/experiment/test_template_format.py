@@ -56,7 +56,8 @@ def test_template_files_pass_experiment_and_evaluate(exp, template_config: Path,
     assert code == 0, out.err
     assert "gate passed: web_classification_gt" in out.out and "(accuracy = " in out.out
     assert "primary_metric: not set" in out.err and "first metric of the first evaluator" in out.err
-    report = next(exp.reports.rglob("metrics.json")).parent
+    pointer = exp.reports / "web_classification_gt" / "latest-evaluation.json"
+    report = Path(json.loads(pointer.read_text())["report_dir"])
     summary = json.loads((report / "metrics.json").read_text())
     assert summary["evaluator_metrics"] == {
         "web_classification_flow": ["accuracy"],
@@ -101,3 +102,10 @@ def test_template_shorthands_evaluator_flow_and_dataset_by_name(tmp_path: Path) 
     assert evaluator.flow == "accuracy_eval"
     (dataset,) = evaluator.datasets
     assert (dataset.reference, dataset.source) == ("web_classification_train", "data/data.jsonl")
+
+
+def test_an_empty_mappings_block_means_no_mappings(tmp_path: Path) -> None:
+    shutil.copytree(FIXTURE, tmp_path / "uc")
+    path = tmp_path / "uc" / "experiment.yaml"
+    path.write_text(path.read_text().replace('  mappings:\n    url: "${data.url}"\n', "  mappings:\n", 1))
+    assert load_experiment(path).datasets[0].mappings == {}
