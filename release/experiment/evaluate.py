@@ -1,7 +1,8 @@
 """Evaluation: every evaluator over the runs of the dataset it references, metrics per run.
 
 An evaluator dataset line pairs with the run line of the same number; run lines that failed are
-left out of the evaluation and counted (``failed_lines``).
+left out of the evaluation and counted (``failed_lines``). Each run also gets its cost and latency
+(:mod:`release.experiment.cost`) and the node inputs its variant really set (``effective_inputs``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from release.config import Pricing
 from release.engine.base import Engine, FlowVariant
+from release.experiment.cost import COST_LATENCY_KEYS, cost_and_latency
 from release.experiment.plan import Job, Plan, map_inputs, read_rows
 from release.experiment.runner import JobResult, Runner
 from release.registry.hashing import content_hash, hash_text
@@ -27,8 +30,19 @@ class RunMetrics:
     failed_lines: int
     metrics: dict[str, float] = field(default_factory=dict)
     evaluators: list[str] = field(default_factory=list)
+    # tokens_*, cost_*, latency_*_ms (release.experiment.cost); None: n/a
+    cost_latency: dict[str, float | None] = field(default_factory=dict)
+    currency: str | None = None
+    effective_inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # {node: {param: value}}
+
+    def value(self, name: str) -> float | None:
+        """A quality metric or a cost/latency figure by name (None: missing or n/a)."""
+        if name in self.metrics:
+            return self.metrics[name]
+        return self.cost_latency.get(name)
 
     def to_json(self) -> dict[str, Any]:
+        """The run's entry in metrics.json: cost and latency sit next to the quality metrics."""
         return {
             "variant_id": self.variant_id,
             "variants": self.variant.variants,
@@ -36,9 +50,52 @@ class RunMetrics:
             "dataset": self.dataset,
             "lines": self.lines,
             "failed_lines": self.failed_lines,
-            "metrics": self.metrics,
+            "metrics": {**self.metrics, **self.cost_latency},
+            "currency": self.currency,
+            "effective_inputs": self.effective_inputs,
             "evaluators": self.evaluators,
         }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunMetrics:
+        """Read back a metrics.json entry written by :meth:`to_json`."""
+        values = dict(data.get("metrics") or {})
+        return cls(
+            data["variant_id"],
+            FlowVariant(data.get("variants") or {}, data.get("params") or {}),
+            data["dataset"],
+            data["lines"],
+            data["failed_lines"],
+            {k: v for k, v in values.items() if k not in COST_LATENCY_KEYS},
+            list(data.get("evaluators") or []),
+            {k: values[k] for k in COST_LATENCY_KEYS if k in values},
+            data.get("currency"),
+            dict(data.get("effective_inputs") or {}),
+        )
+
+
+def run_metrics(
+    run: JobResult,
+    pricing: Pricing | None = None,
+    engine: Engine | None = None,
+    overrides: dict[str, str] | None = None,
+) -> RunMetrics:
+    """A run's line counts, success rate, cost and latency, and effective node inputs (no evaluators yet)."""
+    pricing = pricing or Pricing()
+    lines = len(run.lines)
+    ok = [line for line in run.lines if line.error is None]
+    effective = engine.effective_inputs(run.job.flow_dir, run.job.variant, overrides) if engine else {}
+    return RunMetrics(
+        run.job.variant.id,
+        run.job.variant,
+        run.job.dataset,
+        lines,
+        lines - len(ok),
+        {"line_success_rate": round(len(ok) / lines, 4) if lines else 0.0},
+        cost_latency=cost_and_latency([(line.usage, line.wall_ms) for line in ok], pricing),
+        currency=pricing.currency,
+        effective_inputs=effective,
+    )
 
 
 def eval_jobs(plan: Plan, runs: list[JobResult], engine: Engine, pages_url: str | None) -> list[Job]:
@@ -82,21 +139,18 @@ def eval_jobs(plan: Plan, runs: list[JobResult], engine: Engine, pages_url: str 
 
 
 def evaluate(
-    plan: Plan, runs: list[JobResult], runner: Runner, engine: Engine, pages_url: str | None
+    plan: Plan,
+    runs: list[JobResult],
+    runner: Runner,
+    engine: Engine,
+    pages_url: str | None,
+    pricing: Pricing | None = None,
 ) -> tuple[list[RunMetrics], list[JobResult]]:
     jobs = eval_jobs(plan, runs, engine, pages_url)
     results = runner.run(jobs, label="evaluation") if jobs else []
     by_run: dict[str, RunMetrics] = {}
     for run in runs:
-        lines = len(run.lines)
-        by_run[run.job.name] = RunMetrics(
-            run.job.variant.id,
-            run.job.variant,
-            run.job.dataset,
-            lines,
-            len(run.failed),
-            {"line_success_rate": round((lines - len(run.failed)) / lines, 4) if lines else 0.0},
-        )
+        by_run[run.job.name] = run_metrics(run, pricing, engine, runner.overrides)
     for result in results:
         result.metrics = runner.aggregate(result)
         target = by_run[str(result.job.reference)]

@@ -90,6 +90,7 @@ class Experiment(_Model):
     hyperparameters: dict[str, list[Any]] = Field(default_factory=dict)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     max_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0  # per model call, then retried
     primary_metric: str | None = None
     primary_dataset: str | None = None
     gates: Gates = Gates()
