@@ -191,6 +191,8 @@ def _bound_model_calls() -> None:
         class ModelCallTimeout(openai.OpenAIError):
             """A model call abandoned after the experiment's ``request_timeout_s``."""
 
+        ModelCallTimeout.__qualname__ = ModelCallTimeout.__name__
+
         _timeout_error = ModelCallTimeout
     timeout_error = _timeout_error
 
