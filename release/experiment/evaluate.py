@@ -7,15 +7,20 @@ left out of the evaluation and counted (``failed_lines``). Each run also gets it
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from release.config import Pricing
 from release.engine.base import Engine, FlowVariant
+from release.errors import UserError
+from release.experiment import builtin_evaluators
 from release.experiment.cost import COST_LATENCY_KEYS, cost_and_latency
 from release.experiment.plan import Job, Plan, map_inputs, read_rows
 from release.experiment.runner import JobResult, Runner
+from release.experiment.spec import Evaluator
 from release.registry.hashing import content_hash, hash_text
 
 
@@ -102,8 +107,18 @@ def eval_jobs(plan: Plan, runs: list[JobResult], engine: Engine, pages_url: str 
     jobs: list[Job] = []
     experiment = plan.experiment
     for evaluator in experiment.evaluators:
-        flow_dir = (experiment.base_dir / evaluator.flow).resolve()
-        flow_hash = content_hash(flow_dir)
+        if evaluator.builtin is not None:  # azure-ai-evaluation: keyed by evaluator, version and arguments
+            flow_dir = builtin_dir(evaluator)
+            flow_hash = hash_text(
+                "builtin",
+                str(evaluator.builtin),
+                builtin_evaluators.package_version(),
+                json.dumps(evaluator.init, sort_keys=True, default=str),
+                evaluator.judge.model_dump_json() if evaluator.judge else "",
+            )
+        else:
+            flow_dir = (experiment.base_dir / str(evaluator.flow)).resolve()
+            flow_hash = content_hash(flow_dir)
         for dataset in evaluator.datasets:
             path = experiment.source_path(dataset.source)
             rows = read_rows(path, dataset.source, pages_url)
@@ -138,6 +153,31 @@ def eval_jobs(plan: Plan, runs: list[JobResult], engine: Engine, pages_url: str 
     return jobs
 
 
+def builtin_dir(evaluator: Evaluator) -> Path:
+    """The name a built-in evaluator's jobs and session go by (not a folder)."""
+    return Path(f"builtin:{evaluator.name}")
+
+
+def _open_builtins(plan: Plan, runner: Runner) -> None:
+    """Register a session opener per built-in evaluator (opened, importing the package, on first use)."""
+    for evaluator in plan.experiment.evaluators:
+        if evaluator.builtin is None:
+            continue
+        spec = builtin_evaluators.lookup(evaluator.builtin, evaluator.name)
+        judge_config = None
+        if evaluator.judge is not None:
+            name = runner.overrides.get(evaluator.judge.connection, evaluator.judge.connection)
+            connection = next((c for c in runner.connections if c.name == name), None)
+            if connection is None:
+                raise UserError(f"evaluator {evaluator.name}: judge connection {name!r} was not resolved")
+            judge_config = builtin_evaluators.model_config(connection, evaluator.judge.model)
+
+        opener = functools.partial(
+            builtin_evaluators.BuiltinEvaluatorSession, spec, dict(evaluator.init), judge_config
+        )
+        runner.add_opener(builtin_dir(evaluator), FlowVariant(), opener)
+
+
 def evaluate(
     plan: Plan,
     runs: list[JobResult],
@@ -147,6 +187,7 @@ def evaluate(
     pricing: Pricing | None = None,
 ) -> tuple[list[RunMetrics], list[JobResult]]:
     jobs = eval_jobs(plan, runs, engine, pages_url)
+    _open_builtins(plan, runner)
     results = runner.run(jobs, label="evaluation") if jobs else []
     by_run: dict[str, RunMetrics] = {}
     for run in runs:

@@ -181,6 +181,10 @@ def make_runner(ctx: Context, engine: Engine, plan: Plan) -> Runner:
     overrides = ctx.experiment.connection_overrides
     needed: set[str] = {overrides.get(c, c) for c in plan.info.connections}
     for evaluator in ctx.experiment.evaluators:
+        if evaluator.judge is not None:  # a built-in evaluator's judge model
+            needed.add(overrides.get(evaluator.judge.connection, evaluator.judge.connection))
+        if evaluator.flow is None:
+            continue
         info = engine.describe((ctx.experiment.base_dir / evaluator.flow).resolve())
         needed |= {overrides.get(c, c) for c in info.connections}
     return Runner(

@@ -25,12 +25,21 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from release.engine.base import CallUsage, ConnectionSpec, Engine, FlowSession, LineFailed, LineOutput
+from release.engine.base import (
+    CallUsage,
+    ConnectionSpec,
+    Engine,
+    FlowSession,
+    FlowVariant,
+    LineFailed,
+    LineOutput,
+)
 from release.experiment.model_identity import model_identity
 from release.experiment.plan import Job
 from release.registry.hashing import hash_text
@@ -109,6 +118,7 @@ class Runner:
         self.request_timeout_s = request_timeout_s
         self._model_identity = model_identity  # None: read from the endpoints at the first run
         self._sessions: dict[tuple[str, str], FlowSession] = {}
+        self._openers: dict[tuple[str, str], Callable[[], FlowSession]] = {}
         self._session_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -117,11 +127,19 @@ class Runner:
         self.executed_lines = 0
 
     # -- sessions (one loaded flow per flow folder and variant, shared by threads) -----------
+    def add_opener(self, flow_dir: Path, variant: FlowVariant, opener: Callable[[], FlowSession]) -> None:
+        """Jobs of ``flow_dir`` with ``variant`` run in the session ``opener`` makes (at first use)
+        instead of an engine session: how other evaluation engines (built-in evaluators) plug in."""
+        with self._lock:
+            self._openers[(str(flow_dir), variant.id)] = opener
+
     def session(self, job: Job) -> FlowSession:
         key = (str(job.flow_dir), job.variant.id)
         with self._lock:
             lock = self._session_locks.setdefault(key, threading.Lock())
         with lock:
+            if key not in self._sessions and key in self._openers:
+                self._sessions[key] = self._openers[key]()
             if key not in self._sessions:
                 self._sessions[key] = self.engine.open(
                     job.flow_dir,

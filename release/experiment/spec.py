@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from release.config import format_validation_error
 from release.errors import UserError
@@ -55,10 +55,36 @@ class EvaluatorDataset(_Model):
     mappings: dict[str, str] = Field(default_factory=dict)
 
 
+class Judge(_Model):
+    """The model an AI-judged built-in evaluator asks: a connection of config/<env>.yaml and the
+    model (OpenAI) or deployment (Azure OpenAI) name behind it."""
+
+    connection: str
+    model: str
+
+
 class Evaluator(_Model):
+    """An evaluation flow (``flow``: a folder) or a built-in evaluator of azure-ai-evaluation
+    (``builtin``: e.g. ``F1ScoreEvaluator``; ``init``: its constructor arguments; ``judge``: the model of
+    an AI-judged one). See release/experiment/builtin_evaluators.py."""
+
     name: str
-    flow: str
+    flow: str | None = None
+    builtin: str | None = None
+    init: dict[str, Any] = Field(default_factory=dict)
+    judge: Judge | None = None
     datasets: list[EvaluatorDataset]
+
+    @model_validator(mode="after")
+    def _flow_or_builtin(self) -> Evaluator:
+        if (self.flow is None) == (self.builtin is None):
+            raise ValueError(
+                "give either 'flow' (an evaluation flow folder) or 'builtin' (an azure-ai-evaluation "
+                "evaluator such as F1ScoreEvaluator), not both or neither"
+            )
+        if self.flow is not None and (self.init or self.judge is not None):
+            raise ValueError("'init' and 'judge' are for 'builtin' evaluators only")
+        return self
 
 
 class Bound(_Model):
