@@ -189,7 +189,9 @@ def main() -> int:
             {"latency_ms": args.latency_ms, "hang_rate": args.hang_rate, "hang_max_s": 4 * args.timeout_s},
         )
         began = time.perf_counter()
-        result3 = pipeline.run(dataclasses.replace(options, use_cache=False), with_evaluation=False)
+        # the default retry budget (max_retries 5): a line retries until none of its calls hangs
+        hang_options = dataclasses.replace(options, use_cache=False, max_retries=5)
+        result3 = pipeline.run(hang_options, with_evaluation=False)
         hanging = time.perf_counter() - began
         _admin(model_port, "/admin/faults", {"latency_ms": args.latency_ms})
         hung = int(_admin(model_port, "/admin/stats")["injected"]["hang"]) - hung_before  # type: ignore[index]

@@ -61,12 +61,14 @@ def unpriced_models(calls: Iterable[CallUsage], pricing: Pricing) -> list[str]:
 
 
 def cost_and_latency(
-    lines: list[tuple[list[CallUsage], float | None]], pricing: Pricing
+    lines: list[tuple[list[CallUsage] | None, float | None]], pricing: Pricing
 ) -> dict[str, float | None]:
-    """The figures above for a run's successful lines, each given as (its calls, its wall ms)."""
-    calls = [call for usage, _ in lines for call in usage]
+    """The figures above for a run's successful lines, each given as (its calls, its wall ms);
+    calls None: not recorded (e.g. a run in the Azure ML workspace), so tokens and cost are n/a."""
+    recorded = all(usage is not None for usage, _ in lines)
+    calls = [call for usage, _ in lines for call in usage or []]
     out: dict[str, float | None] = dict.fromkeys(COST_LATENCY_KEYS)
-    if any(c.prompt_tokens is None or c.completion_tokens is None for c in calls):
+    if not recorded or any(c.prompt_tokens is None or c.completion_tokens is None for c in calls):
         prompt = completion = None
     else:
         prompt = sum(int(c.prompt_tokens or 0) for c in calls)
@@ -75,7 +77,7 @@ def cost_and_latency(
     out["tokens_completion"] = None if completion is None else float(completion)
     out["tokens_total"] = None if prompt is None or completion is None else float(prompt + completion)
     costs = [call_cost(c, pricing) for c in calls]
-    if lines and all(c is not None for c in costs):
+    if lines and recorded and all(c is not None for c in costs):
         total = float(sum(c for c in costs if c is not None))
         out["cost_total"] = round(total, 8)
         out["cost_per_line"] = round(total / len(lines), 8)

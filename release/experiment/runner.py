@@ -57,7 +57,7 @@ class LineRecord:
     error: str | None = None
     attempts: int = 0
     cached: bool = False
-    usage: list[CallUsage] = field(default_factory=list)  # the model calls of the successful attempt
+    usage: list[CallUsage] | None = None  # the model calls of the successful attempt; None: not recorded
     wall_ms: float | None = None  # wall time of the attempt that produced the outputs
 
     def to_json(self) -> dict[str, Any]:
@@ -68,7 +68,7 @@ class LineRecord:
             "aggregation_inputs": self.aggregation_inputs,
             "error": self.error,
             "attempts": self.attempts,
-            "usage": [call.to_json() for call in self.usage],
+            "usage": None if self.usage is None else [call.to_json() for call in self.usage],
             "wall_ms": self.wall_ms,
         }
 
@@ -185,7 +185,9 @@ class Runner:
                     None,
                     item["attempts"],
                     True,
-                    [CallUsage.from_json(call) for call in item.get("usage") or []],
+                    None
+                    if item.get("usage") is None
+                    else [CallUsage.from_json(call) for call in item["usage"]],
                     item.get("wall_ms"),
                 )
         return found

@@ -278,6 +278,9 @@ def test_unknown_model_or_missing_usage_makes_cost_na_never_zero() -> None:
     streamed = cost_and_latency([([CallUsage("gpt-35-turbo", None, None, None)], 5.0)], PRICES)
     assert streamed["tokens_total"] is None and streamed["cost_total"] is None
     assert call_cost(CallUsage(None, "gpt-35-turbo", 0, 0), PRICES) == 0.0  # priced by model name
+    unrecorded = cost_and_latency([(None, 5.0), ([], 7.0)], PRICES)  # e.g. a workspace run
+    assert unrecorded["tokens_total"] is None and unrecorded["cost_total"] is None
+    assert unrecorded["latency_p50_ms"] == 6.0
     nothing = cost_and_latency([], PRICES)
     assert nothing["latency_p50_ms"] is None and nothing["cost_per_line"] is None
 
