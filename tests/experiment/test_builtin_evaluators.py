@@ -208,3 +208,7 @@ def test_evaluate_runs_a_lexical_and_an_ai_judged_builtin_evaluator(exp, tmp_pat
     scored = [json.loads(x) for f in lines for x in f.read_text().splitlines()]
     assert len(scored) == 6 and all(1 <= s["outputs"]["relevance"] <= 5 for s in scored)
     assert all("content words" in s["outputs"]["relevance_reason"] for s in scored)
+    # the judge's key (the fixture's canary) is in no report file
+    for path in report.parent.rglob("*"):
+        if path.is_file():
+            assert exp.services.api_key not in path.read_text(errors="replace"), path
