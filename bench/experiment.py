@@ -7,19 +7,30 @@ fixed injected latency. Both ways run in this process, against the same servers,
     speedup    = template time / our time               (target >= 4 when V x D >= 8)
     efficiency = ideal / our time                       (target >= 0.7)
 
-Run: ``.venv/bin/python bench/experiment.py [--latency-ms 200] [--lines 8] [--datasets 4] [--concurrency 8]``
+Hanging calls (issue 12.8): the same runs again (no cache) with ``--hang-rate`` of the model calls
+never answered and ``request_timeout_s = --timeout-s``. Every line must succeed, and the run must
+stay within the timeout's cost: our time + (timeout + 1 s back-off + one line) x ceil(hung calls /
+concurrency), where one line = our time x concurrency / lines (each hung call holds one of the
+concurrency slots for one timeout, then its line waits a back-off and runs again). Before the
+per-call timeout a hung call waited for the server (about 120 s each).
+
+Run: ``.venv/bin/python bench/experiment.py [--latency-ms 200] [--lines 8] [--datasets 4] [--concurrency 8]
+[--hang-rate 0.1] [--timeout-s 10]``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,7 +62,19 @@ def _datasets(root: Path, count: int, lines: int, pages_url: str) -> list[Path]:
     return paths
 
 
-def _experiment(root: Path, datasets: list[Path], concurrency: int) -> Path:
+def _admin(port: int, path: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=None if body is None else json.dumps(body).encode(),
+        method="GET" if body is None else "POST",
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def _experiment(root: Path, datasets: list[Path], concurrency: int, timeout_s: float = 30.0) -> Path:
     text = [
         "name: web_classification_bench",
         f"flow: {WC}",
@@ -61,6 +84,7 @@ def _experiment(root: Path, datasets: list[Path], concurrency: int) -> Path:
         "mode: template",
         f"concurrency: {concurrency}",
         "max_retries: 2",
+        f"request_timeout_s: {timeout_s}",
     ]
     path = root / "experiment.yaml"
     path.write_text("\n".join(text) + "\n")
@@ -74,6 +98,8 @@ def main() -> int:
     parser.add_argument("--datasets", type=int, default=4, help="datasets (D)")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--skip-template", action="store_true", help="time only our runner (quick look)")
+    parser.add_argument("--hang-rate", type=float, default=0.1, help="share of model calls that hang")
+    parser.add_argument("--timeout-s", type=float, default=10.0, help="request_timeout_s for the hang run")
     args = parser.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="genaiops-bench-"))
@@ -125,7 +151,7 @@ def main() -> int:
         )
         for p in datasets:  # resolve the page placeholder for the template way (pf run reads the file as is)
             p.with_suffix(".resolved.jsonl").write_text(p.read_text().replace("{pages_url}", pages_url))
-        experiment = _experiment(root, datasets, args.concurrency)
+        experiment = _experiment(root, datasets, args.concurrency, args.timeout_s)
         variants = ["variant_0", "variant_1"]
         runs = len(variants) * len(datasets)
         lines = runs * args.lines
@@ -155,8 +181,38 @@ def main() -> int:
         cached = time.perf_counter() - began
         assert sum(r.cached_lines for r in result2.runs) == lines
 
+        # the same runs with hanging model calls, nothing cached
+        stats = _admin(model_port, "/admin/stats")
+        hung_before = int(stats["injected"]["hang"])  # type: ignore[index]
+        _admin(
+            model_port,
+            "/admin/faults",
+            {"latency_ms": args.latency_ms, "hang_rate": args.hang_rate, "hang_max_s": 4 * args.timeout_s},
+        )
+        began = time.perf_counter()
+        # the default retry budget (max_retries 5): a line retries until none of its calls hangs
+        hang_options = dataclasses.replace(options, use_cache=False, max_retries=5)
+        result3 = pipeline.run(hang_options, with_evaluation=False)
+        hanging = time.perf_counter() - began
+        _admin(model_port, "/admin/faults", {"latency_ms": args.latency_ms})
+        hung = int(_admin(model_port, "/admin/stats")["injected"]["hang"]) - hung_before  # type: ignore[index]
+        ok_lines = sum(1 for r in result3.runs for line in r.lines if line.error is None)
+        assert ok_lines == lines, f"{lines - ok_lines} line(s) failed with hanging calls"
+        line_s = ours * args.concurrency / lines  # one line's wall time in the run without hangs
+        bound = ours + (args.timeout_s + 1.0 + line_s) * math.ceil(hung / args.concurrency)
+        hang_report = [
+            f"with {args.hang_rate:.0%} of calls hanging, request_timeout_s {args.timeout_s:g}: "
+            f"{hanging:7.2f} s   {hung} hung call(s) abandoned and retried, "
+            f"{ok_lines}/{lines} lines ok, {result3.retries} line retries",
+            f"  bound: our time + (timeout + 1 s back-off + one line {line_s:.2f} s) x ceil(hung / concurrency)"
+            f" = {bound:7.2f} s   "
+            f"-> {'within' if hanging <= bound else 'OVER'} ({hanging / bound:4.2f} of the bound); "
+            f"without the timeout each hung call waited ~120 s",
+        ]
+
         if args.skip_template:
             print(f"our runner: {ours:.2f} s, ideal {ideal:.2f} s, efficiency {ideal / ours:.2f}")
+            print("\n".join(hang_report))
             return 0
         conn = ConnectionSpec("local_openai", "OpenAI", f"http://127.0.0.1:{model_port}/v1", KEY)
         began = time.perf_counter()
@@ -181,6 +237,7 @@ def main() -> int:
         print(f"ideal (calls x latency / concurrency):           {ideal:7.2f} s")
         print(f"speedup vs template way: {template / ours:5.1f}x   (target >= 4x)")
         print(f"efficiency vs ideal:     {ideal / ours:5.2f}    (target >= 0.7)")
+        print("\n".join(hang_report))
         print(
             f"per pf run overhead:     {(template - calls * args.latency_ms / 1000 / max(1, min(4, args.lines))) / runs:5.2f} s "
             "(rough: template time minus its own calls at pf's default 4 workers, per run)"

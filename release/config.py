@@ -344,6 +344,29 @@ class LocalSettings(Strict):
     model_error_rate: Fraction = 0.0
 
 
+# --------------------------------------------------------------------------- pricing
+
+
+class ModelPrice(Strict):
+    """List prices of one model or deployment, per 1,000 tokens, in the table's currency."""
+
+    prompt_per_1k: Annotated[float, Field(ge=0)]
+    completion_per_1k: Annotated[float, Field(ge=0)]
+
+
+class Pricing(Strict):
+    """What model calls cost, for the cost columns of experiment reports and cost gates.
+
+    ``models`` is keyed by model or deployment name (a call is priced by its deployment name first,
+    then by its model name). A call to a model not in the table has no cost: the run's
+    ``cost_total`` / ``cost_per_line`` are null ("n/a"), never 0. Prices:
+    https://azure.microsoft.com/pricing/details/cognitive-services/openai-service/
+    """
+
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------- the environment
 
 
@@ -359,6 +382,7 @@ class EnvironmentConfig(Strict):
     connections: list[Connection] = Field(default_factory=list)
     flows: dict[str, FlowSettings] = Field(default_factory=dict)
     local: LocalSettings | None = None
+    pricing: Pricing = Pricing()
 
     @model_validator(mode="after")
     def _consistent(self) -> EnvironmentConfig:

@@ -23,6 +23,8 @@ class FlowInfo:
     variants: dict[str, list[str]] = field(default_factory=dict)  # node -> variant ids
     default_variants: dict[str, str] = field(default_factory=dict)
     llm_nodes: dict[str, list[str]] = field(default_factory=dict)  # node -> input names (all variants)
+    # node -> the parameters its LLM tool accepts, read from the tool function's signature (all variants)
+    llm_params: dict[str, list[str]] = field(default_factory=dict)
     init_params: dict[str, Any] = field(default_factory=dict)  # flex: init parameter -> default
     connections: list[str] = field(default_factory=list)  # connection names the flow uses
     optional_inputs: list[str] = field(default_factory=list)  # inputs with a default value
@@ -67,10 +69,43 @@ class LineFailed(Exception):
 
 
 @dataclass(frozen=True)
+class CallUsage:
+    """One model call of a line: the names it was made with and the tokens the response reported.
+
+    ``deployment`` is the model/deployment name the caller asked for (Azure OpenAI: the deployment),
+    ``model`` the model the response names. Token counts are None when the response carried no
+    ``usage`` (a streamed answer).
+    """
+
+    deployment: str | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "model": self.model,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CallUsage:
+        return cls(
+            data.get("deployment"),
+            data.get("model"),
+            data.get("prompt_tokens"),
+            data.get("completion_tokens"),
+        )
+
+
+@dataclass(frozen=True)
 class LineOutput:
     outputs: dict[str, Any]  # JSON-ready, as the engine stores a batch run's line outputs
     aggregation_inputs: Any = None  # what the flow's aggregation needs from this line
     single_output: bool = False  # the flow returned one plain value, stored as outputs["output"]
+    usage: tuple[CallUsage, ...] = ()  # every model call the line made, in order
 
 
 class FlowSession(ABC):
@@ -121,5 +156,19 @@ class Engine(ABC):
         variant: FlowVariant,
         connections: list[ConnectionSpec],
         connection_overrides: dict[str, str] | None = None,
+        request_timeout_s: float | None = None,
     ) -> FlowSession:
-        """Load the flow with ``variant`` applied, ready to run lines concurrently."""
+        """Load the flow with ``variant`` applied, ready to run lines concurrently.
+
+        ``request_timeout_s`` bounds every model call a line makes (seconds; None: the client's own
+        timeout). A call that takes longer is abandoned and the line fails with a retryable
+        :class:`LineFailed` naming the timeout.
+        """
+
+    @abstractmethod
+    def effective_inputs(
+        self, flow_dir: Path, variant: FlowVariant, connection_overrides: dict[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """What ``variant`` really sets: ``{node: {parameter: value}}`` for every LLM node (DAG; the
+        literal tool parameters after variants and hyperparameters are applied) or ``{"init": {...}}``
+        (flex: the init arguments). For reports: which temperature/max_tokens/... a run used."""

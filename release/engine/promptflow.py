@@ -20,7 +20,10 @@ environment config at run time: their keys are never written to disk.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -33,6 +36,7 @@ from typing import Any
 import yaml
 
 from release.engine.base import (
+    CallUsage,
     ConnectionSpec,
     Engine,
     FlowInfo,
@@ -53,6 +57,7 @@ _FLEX = "flow.flex.yaml"
 _LLM_TYPES = ("llm", "custom_llm")
 LINE_TIMEOUT_S = 300  # one line (all its nodes and their retries) never runs longer than this
 _RETRYABLE = (
+    "ModelCallTimeout",
     "RateLimitError",
     "ExceedMaxRetryTimes",
     "APIConnectionError",
@@ -94,6 +99,7 @@ def configure(home: Path | None = None) -> Path:
             section, _, name = key.partition(".")
             config.config.setdefault(section, {})[name] = value  # and in memory, whatever the cwd
         _share_tls_context()
+        _bound_model_calls()
         _cache_package_tools()
         _live_log_streams()
         _configured_home = home
@@ -134,6 +140,115 @@ def _share_tls_context() -> None:
             return create_ssl_context
 
         transports.create_ssl_context = make(original)  # type: ignore[attr-defined]
+
+
+class _CallLog:
+    """The model calls of one line (shared by the threads its nodes run on) and their time bound."""
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self.calls: list[CallUsage] = []
+        self.timeouts = 0
+        self._lock = threading.Lock()
+
+    def record(self, requested: Any, response: Any) -> None:
+        usage = getattr(response, "usage", None)
+        model = getattr(response, "model", None)
+        prompt = getattr(usage, "prompt_tokens", None) if usage is not None else None
+        completion = getattr(usage, "completion_tokens", None) if usage is not None else None
+        if usage is not None and completion is None:
+            completion = 0  # embeddings report prompt tokens only
+        call = CallUsage(
+            str(requested) if isinstance(requested, str) and requested else None,
+            str(model) if isinstance(model, str) and model else None,
+            int(prompt) if isinstance(prompt, int) else None,
+            int(completion) if isinstance(completion, int) else None,
+        )
+        with self._lock:
+            self.calls.append(call)
+
+
+_CALLS: contextvars.ContextVar[_CallLog | None] = contextvars.ContextVar("genaiops_model_calls", default=None)
+_timeout_error: type[Exception] | None = None
+
+
+def _bound_model_calls() -> None:
+    """Wrap the OpenAI SDK's create methods (chat, completions, embeddings; prompt flow's own list):
+    inside a line run by this engine, each call gets the session's per-call timeout and its
+    ``usage`` is recorded. Outside a line (serving, notebooks) the methods behave as before.
+
+    A call that times out raises ``ModelCallTimeout`` (an ``OpenAIError`` that is neither a status
+    nor a connection error), which promptflow-tools' retry decorator does not retry: the line
+    fails at once, naming the timeout, and the runner retries the whole line within its
+    ``max_retries`` budget. (promptflow-tools would otherwise retry a timed-out call up to 100
+    times: promptflow/tools/common.py ``handle_openai_error``.) A per-call ``timeout=`` given by
+    the flow's own code wins over the session's.
+    """
+    global _timeout_error
+    import openai
+    from promptflow.tracing._integrations._openai_injector import available_openai_apis_and_injectors
+
+    if _timeout_error is None:
+
+        class ModelCallTimeout(openai.OpenAIError):
+            """A model call abandoned after the experiment's ``request_timeout_s``."""
+
+        ModelCallTimeout.__qualname__ = ModelCallTimeout.__name__
+
+        _timeout_error = ModelCallTimeout
+    timeout_error = _timeout_error
+
+    def message(log: _CallLog) -> str:
+        return (
+            f"model call abandoned after {log.timeout_s:g} s without an answer "
+            "(request_timeout_s in the experiment file)"
+        )
+
+    def wrap_sync(original: Any) -> Any:
+        @functools.wraps(original)
+        def create(*args: Any, **kwargs: Any) -> Any:
+            log = _CALLS.get()
+            if log is None:
+                return original(*args, **kwargs)
+            if log.timeout_s is not None and not isinstance(kwargs.get("timeout"), (int, float)):
+                kwargs["timeout"] = log.timeout_s
+            try:
+                response = original(*args, **kwargs)
+            except openai.APITimeoutError as exc:
+                log.timeouts += 1
+                raise timeout_error(message(log)) from exc
+            log.record(kwargs.get("model"), response)
+            return response
+
+        return create
+
+    def wrap_async(original: Any) -> Any:
+        @functools.wraps(original)
+        async def create(*args: Any, **kwargs: Any) -> Any:
+            log = _CALLS.get()
+            if log is None:
+                return await original(*args, **kwargs)
+            if log.timeout_s is not None and not isinstance(kwargs.get("timeout"), (int, float)):
+                kwargs["timeout"] = log.timeout_s
+            try:
+                response = await original(*args, **kwargs)
+            except openai.APITimeoutError as exc:
+                log.timeouts += 1
+                raise timeout_error(message(log)) from exc
+            log.record(kwargs.get("model"), response)
+            return response
+
+        return create
+
+    for api, method, _trace_type, injector, _name in available_openai_apis_and_injectors():
+        current = getattr(api, method)
+        if getattr(current, "_genaiops_bounded", False):
+            continue
+        is_async = getattr(injector, "__name__", "") == "inject_async" or inspect.iscoroutinefunction(current)
+        wrapped = wrap_async(current) if is_async else wrap_sync(current)
+        wrapped._genaiops_bounded = True  # type: ignore[attr-defined]
+        wrapped._original = current  # type: ignore[attr-defined]  # prompt flow's injector: already wrapped
+        setattr(api, method, wrapped)
 
 
 def _cache_package_tools() -> None:
@@ -301,6 +416,69 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return read_mapping(path)
 
 
+# The tool class behind a ``type: llm`` node, by its ``provider`` (prompt flow's built-in LLM tools);
+# any other provider falls back to promptflow-tools' generic ``llm`` tool.
+_LLM_PROVIDER_TOOLS = {
+    "AzureOpenAI": "promptflow.tools.aoai.AzureOpenAI",
+    "OpenAI": "promptflow.tools.openai.OpenAI",
+}
+_GENERIC_LLM_TOOL = "promptflow.tools.llm.llm"
+# Parameters of an LLM tool that are not hyperparameters: the connection and prompt are the node's
+# wiring, ``stream`` is set by the executor.
+_NOT_HYPERPARAMETERS = frozenset({"self", "connection", "prompt", "stream"})
+
+
+def _llm_tool_id(node: dict[str, Any]) -> str:
+    """The import path of the tool function an LLM node runs."""
+    if node.get("type") == "llm":
+        provider = _LLM_PROVIDER_TOOLS.get(str(node.get("provider") or ""))
+        api = str(node.get("api") or (node.get("inputs") or {}).get("api") or "chat")
+        return f"{provider}.{api}" if provider else _GENERIC_LLM_TOOL
+    source = node.get("source") or {}
+    return str(source.get("tool") or _GENERIC_LLM_TOOL)
+
+
+@functools.lru_cache(maxsize=64)
+def llm_tool_params(tool_id: str) -> tuple[str, ...]:
+    """The parameters the LLM tool ``tool_id`` accepts, from its function's signature.
+
+    ``tool_id`` is ``module.function`` or ``module.Class.method`` (e.g. ``promptflow.tools.llm.llm``,
+    ``promptflow.tools.aoai.AzureOpenAI.chat``). ``**kwargs`` (the prompt template's variables),
+    the connection, the prompt and ``stream`` are left out. An unknown tool accepts nothing.
+    """
+    import importlib
+
+    parts = tool_id.split(".")
+    target: Any = None
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            target = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[cut:]:
+                target = getattr(target, attr)
+        except AttributeError:
+            target = None
+        break
+    if target is None or not callable(target):
+        return ()
+    try:
+        signature = inspect.signature(target)
+    except (TypeError, ValueError):
+        return ()
+    return tuple(
+        name
+        for name, param in signature.parameters.items()
+        if param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
+        and name not in _NOT_HYPERPARAMETERS
+    )
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.strip().startswith("${")
+
+
 class PromptflowEngine(Engine):
     name = "promptflow"
 
@@ -338,6 +516,7 @@ class PromptflowEngine(Engine):
         variants: dict[str, list[str]] = {}
         defaults: dict[str, str] = {}
         llm_nodes: dict[str, list[str]] = {}
+        llm_params: dict[str, list[str]] = {}
         connections: set[str] = set()
         all_node_defs: list[dict[str, Any]] = [n for n in nodes.values() if not n.get("use_variants")]
         for node_name, spec in (data.get("node_variants") or {}).items():
@@ -348,6 +527,8 @@ class PromptflowEngine(Engine):
             if node.get("type") in _LLM_TYPES:
                 names = set(llm_nodes.get(node["name"], [])) | set((node.get("inputs") or {}).keys())
                 llm_nodes[node["name"]] = sorted(names)
+                accepted = set(llm_params.get(node["name"], [])) | set(llm_tool_params(_llm_tool_id(node)))
+                llm_params[node["name"]] = sorted(accepted)
             conn = node.get("connection") or (node.get("inputs") or {}).get("connection")
             if conn:
                 connections.add(str(conn))
@@ -362,6 +543,7 @@ class PromptflowEngine(Engine):
             variants=variants,
             default_variants=defaults,
             llm_nodes=llm_nodes,
+            llm_params=llm_params,
             connections=sorted(connections),
         )
 
@@ -379,9 +561,14 @@ class PromptflowEngine(Engine):
                 node = dict(spec["variants"][chosen]["node"], name=name)
             node = json.loads(json.dumps(node))
             if node.get("type") in _LLM_TYPES:
+                # "<node>.<input>" sets that node's input; a bare name every LLM node whose tool
+                # accepts it (by the tool function's signature) or that already sets it
+                accepted = llm_tool_params(_llm_tool_id(node))
                 for key, value in variant.params.items():
                     target, _, field_name = key.rpartition(".")
-                    if (target in ("", name)) and (target or field_name in node.get("inputs", {})):
+                    if target == name or (
+                        not target and (field_name in accepted or field_name in (node.get("inputs") or {}))
+                    ):
                         node.setdefault("inputs", {})[field_name] = value
             for holder in (node, node.get("inputs") or {}):
                 conn = holder.get("connection")
@@ -431,6 +618,31 @@ class PromptflowEngine(Engine):
         (target / _FLEX).write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         return target
 
+    def effective_inputs(
+        self, flow_dir: Path, variant: FlowVariant, connection_overrides: dict[str, str] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        flow_dir = flow_dir.resolve()
+        overrides = dict(connection_overrides or {})
+        if (flow_dir / _DAG).is_file():
+            out: dict[str, dict[str, Any]] = {}
+            for node in self.resolved_dag(flow_dir, variant, overrides).get("nodes") or []:
+                if node.get("type") not in _LLM_TYPES:
+                    continue
+                accepted = set(llm_tool_params(_llm_tool_id(node))) | {"connection"}
+                inputs = dict(node.get("inputs") or {})
+                if node.get("connection"):
+                    inputs.setdefault("connection", node["connection"])
+                out[str(node["name"])] = {
+                    k: v for k, v in sorted(inputs.items()) if k in accepted and not _is_reference(v)
+                }
+            return out
+        info = self.describe(flow_dir)
+        init = {k: v for k, v in info.init_params.items() if v is not None}
+        init.update(variant.params)
+        return {
+            "init": {k: overrides.get(v, v) if isinstance(v, str) else v for k, v in sorted(init.items())}
+        }
+
     def _materialize(self, flow_dir: Path, dag: dict[str, Any]) -> Path:
         text = yaml.safe_dump(dag, sort_keys=True)
         digest = hashlib.sha256((str(flow_dir.resolve()) + text).encode()).hexdigest()[:16]
@@ -455,6 +667,7 @@ class PromptflowEngine(Engine):
         variant: FlowVariant,
         connections: list[ConnectionSpec],
         connection_overrides: dict[str, str] | None = None,
+        request_timeout_s: float | None = None,
     ) -> FlowSession:
         flow_dir = flow_dir.resolve()
         overrides = dict(connection_overrides or {})
@@ -463,7 +676,7 @@ class PromptflowEngine(Engine):
         _live_log_streams()
         with _StreamGuard():
             executor = self._executor(flow_dir, info, variant, conns, overrides)
-        return _PromptflowSession(executor, info.kind)
+        return _PromptflowSession(executor, info.kind, request_timeout_s)
 
     def _executor(
         self,
@@ -498,20 +711,29 @@ class PromptflowEngine(Engine):
 
 
 class _PromptflowSession(FlowSession):
-    def __init__(self, executor: Any, kind: str) -> None:
+    def __init__(self, executor: Any, kind: str, request_timeout_s: float | None = None) -> None:
         self.executor = executor
         self.kind = kind
+        self.request_timeout_s = request_timeout_s
 
     def run_line(self, inputs: dict[str, Any], index: int) -> LineOutput:
+        calls = _CallLog(self.request_timeout_s)
+        token = _CALLS.set(calls)  # the line's nodes run on threads that copy this context
         try:
             with _StreamGuard():
                 result = self.executor.exec_line(inputs, index=index, allow_generator_output=False)
         except Exception as exc:  # prompt flow raises for bad inputs even with raise_ex=False
             raise LineFailed(f"{type(exc).__name__}: {exc}", retryable=_is_retryable(str(exc))) from None
+        finally:
+            _CALLS.reset(token)
         status = str(getattr(result.run_info.status, "value", result.run_info.status))
         if status != "Completed":
             error = result.run_info.error or {}
             message = _error_text(error)
+            if calls.timeouts and "ModelCallTimeout" not in message:
+                message = f"ModelCallTimeout: {calls.timeouts} model call(s) abandoned after " + (
+                    f"{self.request_timeout_s:g} s (request_timeout_s); {message}"
+                )
             raise LineFailed(message, retryable=_is_retryable(message), retry_after=_retry_after(message))
         if self.kind == "flex":
             # prompt flow's batch shape of a flex line: a dict as is, a dataclass as its fields,
@@ -523,10 +745,13 @@ class _PromptflowSession(FlowSession):
                 outputs=outputs,
                 aggregation_inputs=outputs["output"] if single else outputs,
                 single_output=single,
+                usage=tuple(calls.calls),
             )
         output = result.output if isinstance(result.output, dict) else {"output": result.output}
         output = {k: v for k, v in output.items() if k != "line_number"}
-        return LineOutput(outputs=dict(output), aggregation_inputs=result.aggregation_inputs)
+        return LineOutput(
+            outputs=dict(output), aggregation_inputs=result.aggregation_inputs, usage=tuple(calls.calls)
+        )
 
     def aggregate(self, inputs: list[dict[str, Any]], lines: list[LineOutput]) -> dict[str, float]:
         if not lines or not self.executor.has_aggregation_node:

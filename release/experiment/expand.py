@@ -13,21 +13,6 @@ from typing import Any
 from release.engine.base import FlowInfo, FlowVariant
 from release.experiment.spec import Experiment, ExperimentError
 
-# LLM tool parameters that may be set on any LLM node even when the flow leaves them unset
-LLM_PARAMS = frozenset(
-    {
-        "temperature",
-        "max_tokens",
-        "top_p",
-        "deployment_name",
-        "model",
-        "presence_penalty",
-        "frequency_penalty",
-        "seed",
-        "stop",
-    }
-)
-
 
 def node_variant_choices(experiment: Experiment, info: FlowInfo) -> dict[str, list[str]]:
     """node -> the variants to try (all, or the experiment's ``variants`` restriction), validated."""
@@ -67,12 +52,20 @@ def check_hyperparameters(experiment: Experiment, info: FlowInfo) -> None:
                 raise ExperimentError(
                     f"{where}: unknown LLM node {node!r}; LLM nodes: {', '.join(sorted(info.llm_nodes))}"
                 )
-            if name not in LLM_PARAMS and name not in info.llm_nodes[node]:
-                raise ExperimentError(f"{where}: node {node!r} has no input {name!r}")
-        elif name not in LLM_PARAMS and not any(name in inputs for inputs in info.llm_nodes.values()):
+            accepted = set(info.llm_params.get(node, [])) | set(info.llm_nodes[node])
+            if name not in accepted:
+                raise ExperimentError(
+                    f"{where}: the tool of LLM node {node!r} has no parameter {name!r}; "
+                    f"it accepts: {', '.join(sorted(accepted))}"
+                )
+        elif not any(
+            name in info.llm_params.get(n, []) or name in inputs for n, inputs in info.llm_nodes.items()
+        ):
+            known = sorted({p for params in info.llm_params.values() for p in params})
             raise ExperimentError(
-                f"{where}: no LLM node has an input {name!r}; use one of {', '.join(sorted(LLM_PARAMS))} "
-                "or '<node>.<input>'"
+                f"{where}: no LLM node's tool accepts {name!r} (judged by the tool's signature); "
+                f"parameters the LLM tools accept: {', '.join(known) or 'none (no LLM nodes)'}; "
+                "or name one node's input as '<node>.<input>'"
             )
 
 

@@ -43,7 +43,7 @@ def run_gate(
 ) -> GateOutcome:
     metric = primary_metric(experiment)
     outcome = GateOutcome(False, metric, primary_dataset)
-    produced = {name for r in results for name in r.metrics}
+    produced = {name for r in results for name in (*r.metrics, *r.cost_latency)}
     for name in [metric, *experiment.gates.thresholds]:
         if name not in produced:
             raise ExperimentError(
@@ -63,7 +63,14 @@ def run_gate(
                     f"{run.failed_lines} of {run.lines} lines failed"
                 )
             for name, bound in experiment.gates.thresholds.items():
-                value = run.metrics.get(name)
+                value = run.value(name)
+                if value is None and name in run.cost_latency:
+                    problems.append(
+                        f"variant {variant_id}: dataset {run.dataset}: {name} is n/a (no usage or no price "
+                        "for a model the run called); a threshold needs a number: add the model to "
+                        "pricing.models in the environment config"
+                    )
+                    continue
                 if value is None:
                     continue
                 if bound.min is not None and value < bound.min:

@@ -17,7 +17,7 @@ from typing import Any
 from release.config import REPO_ROOT, EnvironmentConfig, EnvSecret, load_config, resolve_secret
 from release.engine.base import ConnectionSpec, Engine
 from release.errors import CheckFailed, UserError
-from release.experiment.evaluate import RunMetrics, evaluate
+from release.experiment.evaluate import RunMetrics, evaluate, run_metrics
 from release.experiment.gate import GateOutcome, run_gate
 from release.experiment.plan import Plan, build_plan
 from release.experiment.report import make_run_dir, new_run_id, write_html, write_line_outputs, write_metrics
@@ -181,6 +181,10 @@ def make_runner(ctx: Context, engine: Engine, plan: Plan) -> Runner:
     overrides = ctx.experiment.connection_overrides
     needed: set[str] = {overrides.get(c, c) for c in plan.info.connections}
     for evaluator in ctx.experiment.evaluators:
+        if evaluator.judge is not None:  # a built-in evaluator's judge model
+            needed.add(overrides.get(evaluator.judge.connection, evaluator.judge.connection))
+        if evaluator.flow is None:
+            continue
         info = engine.describe((ctx.experiment.base_dir / evaluator.flow).resolve())
         needed |= {overrides.get(c, c) for c in info.connections}
     return Runner(
@@ -189,6 +193,7 @@ def make_runner(ctx: Context, engine: Engine, plan: Plan) -> Runner:
         ctx.state_dir / "experiments" / "cache",
         concurrency=ctx.experiment.concurrency,
         max_retries=ctx.experiment.max_retries,
+        request_timeout_s=ctx.experiment.request_timeout_s,
         connection_overrides=overrides,
         progress=ctx.options.progress,
         use_cache=ctx.options.use_cache,
@@ -255,24 +260,14 @@ def run(options: Options, with_evaluation: bool) -> ExperimentResult:
         metrics: list[RunMetrics] = []
         evals: list[JobResult] = []
         if with_evaluation:
-            metrics, evals = evaluate(plan, runs, runner, engine, ctx.pages_url)
+            metrics, evals = evaluate(plan, runs, runner, engine, ctx.pages_url, ctx.config.pricing)
     finally:
         runner.close()
     run_id, report_dir = make_run_dir(options.reports_dir, options.flow)
     write_line_outputs(report_dir, runs + evals)
     summary = _summary(ctx, plan, run_id, runner, runs)
-    if not metrics:  # runs only: report line counts per run
-        metrics = [
-            RunMetrics(
-                r.job.variant.id,
-                r.job.variant,
-                r.job.dataset,
-                len(r.lines),
-                len(r.failed),
-                {"line_success_rate": round(1 - len(r.failed) / max(1, len(r.lines)), 4)},
-            )
-            for r in runs
-        ]
+    if not metrics:  # runs only: line counts, cost and latency per run
+        metrics = [run_metrics(r, ctx.config.pricing, engine, runner.overrides) for r in runs]
     summary["kind"] = "evaluation" if with_evaluation else "experiment"
     if with_evaluation:
         summary["evaluator_metrics"] = evaluator_metrics(ctx.experiment, evals)
@@ -355,20 +350,7 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
     if report_dir is None or not (report_dir / "metrics.json").is_file():
         report_dir = run(options, with_evaluation=True).report_dir
     data = json.loads((report_dir / "metrics.json").read_text(encoding="utf-8"))
-    from release.engine.base import FlowVariant
-
-    rows = [
-        RunMetrics(
-            r["variant_id"],
-            FlowVariant(r["variants"], r["params"]),
-            r["dataset"],
-            r["lines"],
-            r["failed_lines"],
-            r["metrics"],
-            r["evaluators"],
-        )
-        for r in data["runs"]
-    ]
+    rows = [RunMetrics.from_json(r) for r in data["runs"]]
     registry = registry_for(ctx)
     baseline = registry.baseline(options.flow)
     experiment = ctx.experiment

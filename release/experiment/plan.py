@@ -18,7 +18,7 @@ from release.experiment import mappings as mapping
 from release.experiment.datasets import DataRows, DatasetError, read_dataset
 from release.experiment.expand import expand
 from release.experiment.mappings import map_inputs
-from release.experiment.spec import Experiment, ExperimentError
+from release.experiment.spec import Evaluator, Experiment, ExperimentError
 from release.registry.hashing import content_hash, hash_text
 
 __all__ = ["Job", "Plan", "build_plan", "load_rows", "map_inputs", "read_rows"]
@@ -228,12 +228,15 @@ def _check_evaluators(plan: Plan, engine: Engine, pages_url: str | None) -> None
     names = [d.name for d in experiment.datasets]
     for e_index, evaluator in enumerate(experiment.evaluators):
         where = f"{experiment.file}: evaluators[{e_index}]"
-        flow_dir = (experiment.base_dir / evaluator.flow).resolve()
-        if not flow_dir.is_dir():
-            raise ExperimentError(
-                f"{where}.flow: {evaluator.flow!r}: no such evaluator flow folder ({flow_dir})"
-            )
-        info = engine.describe(flow_dir)
+        if evaluator.builtin is not None:  # an azure-ai-evaluation evaluator: inputs from its catalog entry
+            info = _builtin_info(evaluator, where)
+        else:
+            flow_dir = (experiment.base_dir / str(evaluator.flow)).resolve()
+            if not flow_dir.is_dir():
+                raise ExperimentError(
+                    f"{where}.flow: {evaluator.flow!r}: no such evaluator flow folder ({flow_dir})"
+                )
+            info = engine.describe(flow_dir)
         for d_index, dataset in enumerate(evaluator.datasets):
             dwhere = f"{where}.datasets[{d_index}]"
             if dataset.reference not in names:
@@ -275,6 +278,27 @@ def _check_evaluators(plan: Plan, engine: Engine, pages_url: str | None) -> None
                     f"{len(reference_rows)}; evaluation lines pair with run lines one to one"
                 )
             plan.eval_data[(e_index, d_index)] = EvalData(data.rows, completed)
+
+
+def _builtin_info(evaluator: Evaluator, where: str) -> FlowInfo:
+    """The inputs of a built-in evaluator, validated (name, NLTK data, init, judge)."""
+    from release.errors import UserError
+    from release.experiment import builtin_evaluators
+
+    try:
+        spec = builtin_evaluators.check(str(evaluator.builtin), evaluator.init, evaluator.judge, where)
+    except UserError as exc:
+        raise ExperimentError(str(exc)) from None
+    for d_index, dataset in enumerate(evaluator.datasets):
+        unmapped = [name for name in spec.inputs if dataset.mappings and name not in dataset.mappings]
+        if unmapped:
+            raise ExperimentError(
+                f"{where}.datasets[{d_index}].mappings: {spec.name} needs {', '.join(unmapped)}; "
+                f"map each, e.g. response: ${{run.outputs.<output>}}, ground_truth: ${{data.<column>}}"
+            )
+    return FlowInfo(
+        path=Path(f"builtin:{spec.name}"), kind="flex", inputs=[*spec.inputs, *spec.optional], outputs=None
+    )
 
 
 def _primary_dataset(plan: Plan) -> str:

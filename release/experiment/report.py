@@ -17,6 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from release.experiment.cost import COST_LATENCY_KEYS
 from release.experiment.evaluate import RunMetrics
 from release.experiment.gate import GateOutcome
 from release.experiment.runner import JobResult
@@ -101,9 +102,10 @@ def metric_names(rows: list[RunMetrics]) -> list[str]:
 
 def write_metrics(run_dir: Path, rows: list[RunMetrics], summary: dict[str, Any]) -> None:
     names = metric_names(rows)
+    costs = [k for k in COST_LATENCY_KEYS if any(k in row.cost_latency for row in rows)]
     with (run_dir / "metrics.csv").open("x", newline="", encoding="utf-8") as out:
         writer = csv.writer(out)
-        writer.writerow(["variant_id", "dataset", "lines", "failed_lines", *names])
+        writer.writerow(["variant_id", "dataset", "lines", "failed_lines", *names, *costs, "currency"])
         for row in rows:
             writer.writerow(
                 [
@@ -112,6 +114,8 @@ def write_metrics(run_dir: Path, rows: list[RunMetrics], summary: dict[str, Any]
                     row.lines,
                     row.failed_lines,
                     *[row.metrics.get(n, "") for n in names],
+                    *["n/a" if row.cost_latency.get(k) is None else row.cost_latency[k] for k in costs],
+                    row.currency or "",
                 ]
             )
     payload = {**summary, "runs": [row.to_json() for row in rows]}

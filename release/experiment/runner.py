@@ -5,6 +5,11 @@
 * Throttling: a line failing with 429 / a transient error is retried up to ``max_retries`` times,
   waiting the server's ``Retry-After`` when known, else an exponential back-off with jitter,
   capped at ``max_backoff_s``. Lines still failing are reported, never dropped silently.
+* Timeouts: every model call is bounded by ``request_timeout_s`` (the engine abandons it and the
+  line fails retryably), so a hanging call costs one timeout and a retry, never the server's patience.
+* Usage and latency: each line records its model calls' ``usage`` (tokens per call and model) and
+  the wall time of the attempt that produced its outputs (``wall_ms``); cached lines keep the
+  figures of the run that produced them.
 * Cache: each completed line is appended to ``<cache>/<line key>/lines.jsonl`` at once, so a run
   interrupted half-way resumes with only the missing lines, and an unchanged run costs nothing.
   The line key is the job's content key (flow, data, parameters) plus the identity of the model
@@ -20,17 +25,27 @@ import random
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from release.engine.base import ConnectionSpec, Engine, FlowSession, LineFailed, LineOutput
+from release.engine.base import (
+    CallUsage,
+    ConnectionSpec,
+    Engine,
+    FlowSession,
+    FlowVariant,
+    LineFailed,
+    LineOutput,
+)
 from release.experiment.model_identity import model_identity
 from release.experiment.plan import Job
 from release.registry.hashing import hash_text
 
 log = logging.getLogger(__name__)
+LINE_FORMAT = "2"  # cached line records carry usage and wall time since format 2
 
 
 @dataclass
@@ -42,6 +57,8 @@ class LineRecord:
     error: str | None = None
     attempts: int = 0
     cached: bool = False
+    usage: list[CallUsage] | None = None  # the model calls of the successful attempt; None: not recorded
+    wall_ms: float | None = None  # wall time of the attempt that produced the outputs
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +68,8 @@ class LineRecord:
             "aggregation_inputs": self.aggregation_inputs,
             "error": self.error,
             "attempts": self.attempts,
+            "usage": None if self.usage is None else [call.to_json() for call in self.usage],
+            "wall_ms": self.wall_ms,
         }
 
 
@@ -84,6 +103,7 @@ class Runner:
         progress: bool = True,
         use_cache: bool = True,
         model_identity: str | None = None,
+        request_timeout_s: float | None = None,
     ) -> None:
         self.engine = engine
         self.connections = connections
@@ -95,8 +115,10 @@ class Runner:
         self.max_backoff_s = max_backoff_s
         self.progress = progress
         self.use_cache = use_cache
+        self.request_timeout_s = request_timeout_s
         self._model_identity = model_identity  # None: read from the endpoints at the first run
         self._sessions: dict[tuple[str, str], FlowSession] = {}
+        self._openers: dict[tuple[str, str], Callable[[], FlowSession]] = {}
         self._session_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -105,14 +127,26 @@ class Runner:
         self.executed_lines = 0
 
     # -- sessions (one loaded flow per flow folder and variant, shared by threads) -----------
+    def add_opener(self, flow_dir: Path, variant: FlowVariant, opener: Callable[[], FlowSession]) -> None:
+        """Jobs of ``flow_dir`` with ``variant`` run in the session ``opener`` makes (at first use)
+        instead of an engine session: how other evaluation engines (built-in evaluators) plug in."""
+        with self._lock:
+            self._openers[(str(flow_dir), variant.id)] = opener
+
     def session(self, job: Job) -> FlowSession:
         key = (str(job.flow_dir), job.variant.id)
         with self._lock:
             lock = self._session_locks.setdefault(key, threading.Lock())
         with lock:
+            if key not in self._sessions and key in self._openers:
+                self._sessions[key] = self._openers[key]()
             if key not in self._sessions:
                 self._sessions[key] = self.engine.open(
-                    job.flow_dir, job.variant, self.connections, self.overrides
+                    job.flow_dir,
+                    job.variant,
+                    self.connections,
+                    self.overrides,
+                    request_timeout_s=self.request_timeout_s,
                 )
             return self._sessions[key]
 
@@ -126,7 +160,7 @@ class Runner:
 
     def line_key(self, job: Job) -> str:
         """The cache key of the job's lines: its content key and the model identity."""
-        return hash_text("lines", job.key, self.model_identity())
+        return hash_text("lines", LINE_FORMAT, job.key, self.model_identity())
 
     def _cache_file(self, job: Job) -> Path:
         key = self.line_key(job)
@@ -151,6 +185,10 @@ class Runner:
                     None,
                     item["attempts"],
                     True,
+                    None
+                    if item.get("usage") is None
+                    else [CallUsage.from_json(call) for call in item["usage"]],
+                    item.get("wall_ms"),
                 )
         return found
 
@@ -172,6 +210,7 @@ class Runner:
             with self._lock:
                 self._in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            began = time.perf_counter()
             try:
                 result: LineOutput = session.run_line(inputs, index)
                 record.outputs, record.aggregation_inputs, record.error = (
@@ -179,10 +218,15 @@ class Runner:
                     result.aggregation_inputs,
                     None,
                 )
+                record.usage = list(result.usage)
+                record.wall_ms = round((time.perf_counter() - began) * 1000, 3)
                 break
             except LineFailed as exc:
                 record.error = str(exc)[:2000]
                 if not exc.retryable or attempt == self.max_retries:
+                    if exc.retryable:
+                        tries = f"{attempt + 1} attempt(s) (max_retries {self.max_retries})"
+                        record.error = f"failed after {tries}: {record.error}"
                     break
                 delay = exc.retry_after if exc.retry_after is not None else self.backoff_base_s * 2**attempt
                 delay = min(self.max_backoff_s, delay) * (1 + random.uniform(0, 0.25))

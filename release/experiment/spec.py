@@ -77,10 +77,36 @@ class EvaluatorDataset(_Model):
     _mappings = field_validator("mappings", mode="before")(_no_mappings)
 
 
+class Judge(_Model):
+    """The model an AI-judged built-in evaluator asks: a connection of config/<env>.yaml and the
+    model (OpenAI) or deployment (Azure OpenAI) name behind it."""
+
+    connection: str
+    model: str
+
+
 class Evaluator(_Model):
+    """An evaluation flow (``flow``: a folder) or a built-in evaluator of azure-ai-evaluation
+    (``builtin``: e.g. ``F1ScoreEvaluator``; ``init``: its constructor arguments; ``judge``: the model of
+    an AI-judged one). See release/experiment/builtin_evaluators.py."""
+
     name: str
-    flow: str  # default (template): the evaluator's name
+    flow: str | None = None  # default (template): the evaluator's name, unless it is 'builtin'
+    builtin: str | None = None
+    init: dict[str, Any] = Field(default_factory=dict)
+    judge: Judge | None = None
     datasets: list[EvaluatorDataset]
+
+    @model_validator(mode="after")
+    def _flow_or_builtin(self) -> Evaluator:
+        if (self.flow is None) == (self.builtin is None):
+            raise ValueError(
+                "give either 'flow' (an evaluation flow folder) or 'builtin' (an azure-ai-evaluation "
+                "evaluator such as F1ScoreEvaluator), not both or neither"
+            )
+        if self.flow is not None and (self.init or self.judge is not None):
+            raise ValueError("'init' and 'judge' are for 'builtin' evaluators only")
+        return self
 
 
 class Bound(_Model):
@@ -112,6 +138,7 @@ class Experiment(_Model):
     hyperparameters: dict[str, list[Any]] = Field(default_factory=dict)
     concurrency: Annotated[int, Field(ge=1, le=256)] = 8
     max_retries: Annotated[int, Field(ge=0, le=20)] = 5
+    request_timeout_s: Annotated[float, Field(gt=0, le=600)] = 30.0  # per model call, then retried
     primary_metric: str | None = None
     primary_dataset: str | None = None
     gates: Gates = Gates()
@@ -133,7 +160,7 @@ class Experiment(_Model):
         for evaluator in data["evaluators"]:
             if isinstance(evaluator, dict):
                 evaluator = dict(evaluator)
-                if not evaluator.get("flow") and evaluator.get("name"):
+                if not evaluator.get("flow") and not evaluator.get("builtin") and evaluator.get("name"):
                     evaluator["flow"] = evaluator["name"]
                 items = []
                 for item in evaluator.get("datasets") or []:

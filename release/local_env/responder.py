@@ -6,8 +6,13 @@ data. The first rule that applies wins:
 1. few-shot classification: labelled examples in the prompt (``OUTPUT:``/``Label:``/... followed by a
    JSON object or a label, or user/assistant example turns) and a final unlabelled input; the answer
    is the output of the most similar example (TF-IDF cosine), so better examples really score better;
-2. rating (``rate ... from 1 to 5``, as LLM-judge evaluators ask): the share of the answer's words
-   that the rest of the prompt supports, mapped onto the asked scale;
+2. rating (``rate ... from 1 to 5``, ``score from 1 (very poor) to 5``, as LLM-judge evaluators ask):
+   the share of the answer's words that the prompt's reference supports, mapped onto the asked
+   scale. In a judge template with scored examples (azure-ai-evaluation's prompty files), the
+   answer judged is the ``Response:``/``Answer:``/``Predicted answer:`` field that carries no score
+   of its own, and its reference the ``Context:`` (else ``Ground truth``/``Correct answer:``, else
+   ``Query:``/``Question:``/``Conversation history:``) field just before it. When the prompt asks
+   for a JSON object with a ``score`` the answer is ``{"reason": ..., "score": n, "status": "completed"}``;
 3. grounded question answering with a ``Question:`` line: the best-matching context sentence(s);
 4. summarisation (``summarize``/``summary`` in the instructions): an extractive summary bounded by
    the length the prompt asks for (``100 words``, ``2 sentences``); when the instruction is in a
@@ -48,10 +53,28 @@ CONTEXT_MARKER_RE = re.compile(
     r"^[ \t]*(?:context|contexts|documents?|sources?|passages?)[ \t]*:[ \t]*", re.IGNORECASE | re.M
 )
 RATING_RE = re.compile(
-    r"\b(score|rating|rate|grade)\b[^\n]{0,120}?\b(\d{1,2})\s*(?:to|-|\u2013|and|through)\s*(\d{1,2})\b",
+    r"\b(score|rating|rate|grade)\b[^\n]{0,120}?\b(\d{1,2})\s*(?:\([^)\n]{0,30}\)\s*)?"
+    r"(?:to|-|\u2013|and|through)\s*(\d{1,2})\b",
     re.IGNORECASE,
 )
 ANSWER_MARKER_RE = re.compile(r"^[ \t]*(?:answer|response)[ \t]*:[ \t]*", re.IGNORECASE | re.M)
+JUDGED_MARKER_RE = re.compile(
+    r"^[ \t]*(?:response|answer|predicted[ _]answer|generated[ _]answer)[ \t]*:[ \t]*", re.IGNORECASE | re.M
+)
+# the reference fields of a judged answer, by preference: what grounds it, what it should say, what it answers
+REFERENCE_MARKER_RES = tuple(
+    re.compile(rf"^[ \t]*(?:{names})[ \t]*:[ \t]*", re.IGNORECASE | re.M)
+    for names in (
+        r"context|contexts|documents?",
+        r"ground[ _]truth|correct[ _]answer|expected[ _]answer|reference",
+        r"query|question|conversation[ _]history",
+    )
+)
+# a score given to an example (``stars: 3``, ``Score: 4``, ``"score": 1``) marks it as labelled
+EXAMPLE_SCORE_RE = re.compile(
+    r"""(?:^[ \t]*(?:stars|score|rating)[ \t]*:[ \t]*\d|["']score["'][ \t]*:[ \t]*\d)""", re.I | re.M
+)
+JSON_SCORE_RE = re.compile(r"""\bjson\b[\s\S]*["']?score["']?\s*:""", re.IGNORECASE)
 NEXT_FIELD_RE = re.compile(r"^[ \t]*[A-Za-z][\w ]{0,30}:", re.M)
 NUMBER_WORDS = {
     "one": 1,
@@ -504,10 +527,12 @@ def _extract(source: str, word_limit: int | None, sentence_limit: int | None) ->
 
 
 def _rate(messages: Messages) -> list[str]:
-    """``Rate ... from 1 to 5``: a score from how much of the answer the rest of the prompt supports.
+    """``Rate ... from 1 to 5``: a score from how much of the answer the prompt's reference supports.
 
-    The share of the answer's content words (text after the last ``Answer:``/``Response:`` line, else
-    the last user message) found elsewhere in the prompt, mapped linearly onto the asked scale.
+    The share of the answer's content words found in the reference, mapped linearly onto the asked
+    scale. Answer and reference: the judged field of a judge template (:func:`_judged_fields`), else
+    the text after the last ``Answer:``/``Response:`` line against the rest of the prompt, else the
+    last user message against the messages before it.
     """
     scale = None
     for role, content in messages:
@@ -518,8 +543,11 @@ def _rate(messages: Messages) -> list[str]:
     if scale is None or not 0 <= scale[0] < scale[1] <= 10:
         return []
     text = "\n\n".join(c for _, c in messages)
+    judged = _judged_fields(text)
     answers = list(ANSWER_MARKER_RE.finditer(text))
-    if answers:
+    if judged is not None:
+        answer, reference = judged
+    elif answers:
         start = answers[-1].end()
         following = NEXT_FIELD_RE.search(text, start)
         answer = text[start : following.start() if following else len(text)]
@@ -531,10 +559,50 @@ def _rate(messages: Messages) -> list[str]:
         answer = users[-1]
         reference = "\n".join(c for _, c in messages[:-1])
     answer_words = set(_words(answer))
-    if not answer_words:
-        return [str(scale[0])]
-    coverage = len(answer_words & set(_words(reference))) / len(answer_words)
-    return [str(scale[0] + round(coverage * (scale[1] - scale[0])))]
+    supported = answer_words & set(_words(reference))
+    coverage = len(supported) / len(answer_words) if answer_words else 0.0
+    score = scale[0] + round(coverage * (scale[1] - scale[0]))
+    if not JSON_SCORE_RE.search(text):
+        return [str(score)]
+    reason = (
+        f"{len(supported)} of {len(answer_words)} content words of the response are supported by the "
+        f"reference ({coverage:.0%}), which maps to {score} on the {scale[0]}-{scale[1]} scale."
+    )
+    return [json.dumps({"reason": reason, "score": score, "status": "completed"})]
+
+
+def _field_value(text: str, start: int) -> str:
+    """A ``Key: value`` field's value: up to the next field line or blank line."""
+    end = len(text)
+    for pattern in (NEXT_FIELD_RE, re.compile(r"\n[ \t]*\n")):
+        found = pattern.search(text, start)
+        if found is not None and found.start() < end:
+            end = found.start()
+    return text[start:end]
+
+
+def _judged_fields(text: str) -> tuple[str, str] | None:
+    """(answer, reference) of a judge template: the one answer field no score follows (the examples'
+    answers are followed by their scores before the next answer field) and its reference field."""
+    markers = list(JUDGED_MARKER_RE.finditer(text))
+    if not markers:
+        return None
+    unlabelled = []
+    for i, marker in enumerate(markers):
+        following = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+        if not EXAMPLE_SCORE_RE.search(text, marker.end(), following):
+            unlabelled.append(marker)
+    if not unlabelled:
+        return None
+    judged = unlabelled[-1]
+    answer = _field_value(text, judged.end())
+    for pattern in REFERENCE_MARKER_RES:
+        found = list(pattern.finditer(text, 0, judged.start()))
+        if found:
+            reference = _field_value(text, found[-1].end())
+            if _words(reference):
+                return answer, reference
+    return None
 
 
 # --------------------------------------------------------------------------- 5. anything else
