@@ -252,10 +252,6 @@ def _short(value: Any) -> Any:
     return strict_json(value)
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def line_data(lines: dict[str, DatasetLines], keys: dict[str, str]) -> dict[str, Any]:
     """The per-line view's data: per dataset, rows ``[line, inputs, outputs[], errors[], scores[], flags]``
     (one entry per variant in key order); flags: 1 = a variant failed the line (error, or a 0 on a
@@ -279,9 +275,7 @@ def line_data(lines: dict[str, DatasetLines], keys: dict[str, str]) -> dict[str,
             failed = any(e is not None for e in errors) or any(
                 as_number(s.get(k)) == 0.0 for s in scores if s for k in binary if k in s
             )
-            disagree = len(variants) > 1 and (
-                len({_canonical(o) for o in outputs}) > 1 or len({_canonical(s) for s in scores}) > 1
-            )
+            disagree = any(o != outputs[0] for o in outputs) or any(x != scores[0] for x in scores)
             flags = (FAILED if failed else 0) | (DISAGREE if disagree else 0)
             rows.append(
                 [index, _short(data.inputs[index]), _short(outputs), _short(errors), _short(scores), flags]
@@ -500,6 +494,7 @@ tr.chosen {{ background: #e6f4ea; font-weight: bold; }}
 tr.baseline {{ background: #f1f1f1; font-style: italic; }}
 .passed {{ color: #1a7f37; }} .failed {{ color: #cf222e; }} figure {{ margin: 1em 0; }}
 .tie {{ background: #fff8c5; padding: 4px 8px; }}
+table.summary td:nth-child(2) {{ max-width: 24em; overflow-wrap: anywhere; }}
 #lines .tabs button.on {{ background: #4269d0; color: white; }}
 #lines .bar {{ display: flex; gap: 1em; align-items: center; margin: .5em 0; flex-wrap: wrap; }}
 #lines .bar input[type=search] {{ width: 22em; }}
@@ -516,7 +511,7 @@ table.lines td.error {{ color: #cf222e; }} span.hl {{ background: #ddf4ff; font-
 <h2>Metrics by variant and dataset</h2>
 <p>Values with their 95 % confidence interval [low, high] (bootstrap over lines); ◆ marks a metric the
 gate decides on. Click a value to see its lines, lowest scores first.</p>
-<table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
+<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>
 <h2>Charts</h2>
 <p>Bars are labelled with the variant keys of the table above (hover a key for the variant).</p>
 {charts}

@@ -8,7 +8,9 @@ is ``None``).
 * :func:`bootstrap_interval`: the 95 % confidence interval of a metric's mean over lines, by the
   percentile bootstrap (Efron & Tibshirani, *An Introduction to the Bootstrap*, 1993, ch. 13;
   ``scipy.stats.bootstrap``, https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.bootstrap.html)
-  with a fixed seed: the same lines always give the same interval.
+  with a fixed seed: the same lines always give the same interval. Scores with few distinct
+  values (0/1, ratings) are resampled in the equivalent multinomial form (numpy), which is fast
+  on 10,000 lines.
 * :func:`paired_test`: two variants on the same lines. For 0/1 scores (accuracy-like metrics), the
   exact McNemar test: a two-sided binomial test (p = 0.5) on the discordant pairs
   (McNemar 1947; ``scipy.stats.binomtest``). For other scores, the paired bootstrap of the mean
@@ -32,6 +34,7 @@ from scipy import stats
 SEED = 20261130  # fixed: intervals and p-values are reproducible run to run
 RESAMPLES = 2000
 CONFIDENCE = 0.95
+FEW_LEVELS = 20  # up to this many distinct scores: the multinomial form of the same bootstrap
 MCNEMAR = "McNemar exact test (two-sided binomial test on discordant pairs)"
 PAIRED_BOOTSTRAP = f"paired bootstrap of the mean difference ({RESAMPLES} resamples, seed {SEED})"
 PERCENTILE_BOOTSTRAP = f"percentile bootstrap over lines ({RESAMPLES} resamples, seed {SEED})"
@@ -103,6 +106,18 @@ def _bootstrap(values: np.ndarray, confidence: float) -> tuple[float, float, np.
     if np.all(values == values[0]):  # no spread: every resample has the same mean
         mean = float(values[0])
         return mean, mean, np.full(RESAMPLES, mean)
+    levels, counts = np.unique(values, return_counts=True)
+    if len(levels) <= FEW_LEVELS:
+        # Few distinct scores (0/1 metrics, 1-5 ratings): resampling n lines with replacement draws
+        # how often each score occurs from Multinomial(n, observed shares), so the bootstrap means
+        # come from those counts in O(levels) per resample instead of O(lines): the same
+        # distribution, fast on 10,000 lines.
+        rng = np.random.default_rng(SEED)
+        draws = rng.multinomial(values.size, counts / values.size, size=RESAMPLES)
+        distribution = draws @ levels / values.size
+        alpha = (1 - confidence) / 2
+        low, high = np.quantile(distribution, [alpha, 1 - alpha])
+        return float(low), float(high), distribution
     result = stats.bootstrap(
         (values,),
         np.mean,
