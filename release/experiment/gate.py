@@ -59,9 +59,10 @@ def metric_value(run: RunMetrics, name: str) -> Any:
     return run.metrics.get(name)
 
 
-def describe_value(value: Any) -> str:
+def describe_value(value: Any, present: bool = False) -> str:
+    """How a metric value reads in a message; ``present``: the key exists (None is then JSON null)."""
     if value is None:
-        return "missing"
+        return "null (not a number)" if present else "missing"
     number = finite(value)
     if number is not None:
         return f"{number:.4f}"
@@ -221,7 +222,8 @@ def run_gate(
             value = metric_value(run, name)
             if finite(value) is None:
                 outcome.failures.append(
-                    f"variant {run.variant_id}: dataset {run.dataset}: {name} = {describe_value(value)}: "
+                    f"variant {run.variant_id}: dataset {run.dataset}: "
+                    f"{name} = {describe_value(value, name in run.metrics)}: "
                     "the gate decides only on finite numbers; fix the evaluator or the data"
                 )
     if outcome.failures:

@@ -62,11 +62,14 @@ def _mean(values: list[float]) -> float:
         (math.inf, "inf is not a finite number"),
         ("0.9", "'0.9' is not a number"),
         (None, "missing"),
+        ("null", "null (not a number)"),  # what metrics.json holds for a NaN
     ],
 )
 def test_a_metric_that_is_not_a_finite_number_fails_the_gate(value: Any, shown: str) -> None:
     exp = _experiment({"thresholds": {"accuracy": {"min": 0.5}}})
-    metrics = {"line_success_rate": 1.0} if value is None else {"accuracy": value}
+    metrics = (
+        {"line_success_rate": 1.0} if value is None else {"accuracy": None if value == "null" else value}
+    )
     good = _run("good", {"accuracy": 0.9})
     outcome = run_gate(exp, [good, _run("bad", metrics)], None)
     assert not outcome.passed and outcome.chosen is None  # one bad number: nothing is selected
