@@ -334,3 +334,22 @@ def test_only_a_complete_evaluation_changes_the_release_selection(
     )
     assert main([*args, "--dataset", "lines_smoke"]) == 0  # named explicitly: ranked on it, not recorded
     assert not selection.exists()
+
+
+def test_a_library_or_notebook_gate_never_changes_the_release_selection(tmp_path: Path) -> None:
+    from release.experiment import pipeline
+
+    complete = {"datasets": ["lines", "lines_smoke"], "partial": False, "why": ""}
+    args, selection = _case(tmp_path, [_row("lines", 1.0), _row("lines_smoke", 1.0)], complete)
+    options = pipeline.Options(
+        flow="case",
+        env="local",
+        experiment_file=Path(args[args.index("--experiment") + 1]),
+        reports_dir=tmp_path / "reports",
+        state_dir=tmp_path / "state",
+        start_local=False,
+    )  # what the notebook builds: record_selection is off by default
+    outcome, report = pipeline.gate(options, Path(args[args.index("--report") + 1]))
+    assert outcome.passed and outcome.recorded is None and not selection.exists()
+    assert outcome.not_recorded is not None and "notebook" in outcome.not_recorded
+    assert json.loads((report / "selection.json").read_text())["variant_id"] == "default"
