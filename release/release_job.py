@@ -228,7 +228,11 @@ class ReleaseJob:
             else:
                 s.detail = "skipped (Azure environment: infrastructure comes from 'make apply')"
         options = pipeline.Options(
-            flow=flow, env=cfg.environment, progress=False, reports_dir=self.reports_dir
+            flow=flow,
+            env=cfg.environment,
+            progress=False,
+            reports_dir=self.reports_dir,
+            record_selection=True,
         )
         with self.step("experiment+evaluate") as s:
             evaluation = pipeline.run(options, with_evaluation=True)

@@ -111,7 +111,12 @@ def _options(args: argparse.Namespace):  # type: ignore[no-untyped-def]
         state_dir=args.state_dir.resolve() if args.state_dir else None,
         start_local=not getattr(args, "no_start", False),
         experiment_file=args.experiment_file.resolve() if args.experiment_file else None,
+        record_selection=True,
     )
+
+
+def _number(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "n/a"
 
 
 def _print_table(result) -> None:  # type: ignore[no-untyped-def]
@@ -120,7 +125,7 @@ def _print_table(result) -> None:  # type: ignore[no-untyped-def]
         names += [n for n in row.metrics if n not in names]
     print("variant | dataset | " + " | ".join(names))
     for row in result.metrics:
-        values = " | ".join(f"{row.metrics[n]:.4f}" if n in row.metrics else "-" for n in names)
+        values = " | ".join(_number(row.metrics[n]) if n in row.metrics else "-" for n in names)
         print(f"{row.variant_id} | {row.dataset} | {values}")
     print(f"report: {result.report_dir / 'report.html'}")
 
@@ -155,7 +160,15 @@ def cmd_gate(args: argparse.Namespace) -> int:
         f"({outcome.primary_metric} = {outcome.chosen.metrics[outcome.primary_metric]:.4f} on "
         f"{outcome.primary_dataset})"
     )
-    print(f"selection: {args.reports_dir.resolve() / args.flow / 'latest' / 'selection.json'}")
+    if outcome.tie_break:
+        print(f"tie: {outcome.tie_break}")
+    if outcome.recorded is not None:
+        print(f"selection: {outcome.recorded}")
+    else:
+        print(
+            f"selection NOT recorded for release: {outcome.not_recorded}; "
+            f"it is in {report_dir / 'selection.json'}"
+        )
     return 0
 
 

@@ -68,6 +68,7 @@ _RETRYABLE = (
 )
 _RETRY_AFTER = re.compile(r"retry[-_ ]after[=: ]+([0-9]+(?:\.[0-9]+)?)", re.IGNORECASE)
 _setup_lock = threading.Lock()
+_load_lock = threading.Lock()
 _configured_home: Path | None = None
 
 
@@ -671,11 +672,16 @@ class PromptflowEngine(Engine):
     ) -> FlowSession:
         flow_dir = flow_dir.resolve()
         overrides = dict(connection_overrides or {})
-        info = self.describe(flow_dir)
-        conns = connection_dicts(connections)
-        _live_log_streams()
-        with _StreamGuard():
-            executor = self._executor(flow_dir, info, variant, conns, overrides)
+        # one flow loads at a time: CPython 3.11 keeps the AST recursion depth per interpreter, so
+        # two threads parsing source at once (our describe, prompt flow's loader) can fail with
+        # "SystemError: AST constructor recursion depth mismatch"
+        # (https://github.com/python/cpython/issues/106905)
+        with _load_lock:
+            info = self.describe(flow_dir)
+            conns = connection_dicts(connections)
+            _live_log_streams()
+            with _StreamGuard():
+                executor = self._executor(flow_dir, info, variant, conns, overrides)
         return _PromptflowSession(executor, info.kind, request_timeout_s)
 
     def _executor(

@@ -17,10 +17,19 @@ from typing import Any
 from release.config import REPO_ROOT, EnvironmentConfig, EnvSecret, load_config, resolve_secret
 from release.engine.base import ConnectionSpec, Engine
 from release.errors import CheckFailed, UserError
+from release.experiment.contamination import check_experiment
 from release.experiment.evaluate import RunMetrics, evaluate, run_metrics
 from release.experiment.gate import GateOutcome, run_gate
+from release.experiment.lines import read_lines
 from release.experiment.plan import Plan, build_plan
-from release.experiment.report import make_run_dir, new_run_id, write_html, write_line_outputs, write_metrics
+from release.experiment.report import (
+    make_run_dir,
+    new_run_id,
+    strict_json,
+    write_html,
+    write_line_outputs,
+    write_metrics,
+)
 from release.experiment.runner import JobResult, Runner
 from release.experiment.spec import Experiment, load_experiment
 from release.git import git_sha
@@ -47,6 +56,10 @@ class Options:
     state_dir: Path | None = None
     start_local: bool = True
     experiment_file: Path | None = None
+    # the gate writes reports/<flow>/latest/selection.json (what register/build/release use) only
+    # when asked (the CLI and the release job ask; notebooks and library calls do not) and only
+    # for a complete evaluation (every dataset, every variant of the experiment file)
+    record_selection: bool = False
 
 
 @dataclass
@@ -239,9 +252,24 @@ def _summary(ctx: Context, plan: Plan, run_id: str, runner: Runner, runs: list[J
         "max_in_flight": runner.max_in_flight,
         "retries": runner.retries,
         "primary_dataset": plan.primary_dataset,
+        "scope": _scope(ctx),
         "flow_hash": plan.flow_hash,
         "git_sha": git_sha(),
     }
+
+
+def _scope(ctx: Context) -> dict[str, Any]:
+    """What this run covered; ``partial`` runs never change what a release deploys."""
+    names = [d.name for d in ctx.experiment.datasets]
+    datasets = [n for n in names if n in (ctx.options.datasets or names)]
+    reasons = []
+    if datasets != names:
+        reasons.append(f"datasets {', '.join(datasets)} of {', '.join(names)}")
+    if ctx.options.variants:
+        reasons.append(
+            "--variants " + " ".join(f"{k}={','.join(v)}" for k, v in ctx.options.variants.items())
+        )
+    return {"datasets": datasets, "partial": bool(reasons), "why": "; ".join(reasons)}
 
 
 def run(options: Options, with_evaluation: bool) -> ExperimentResult:
@@ -255,6 +283,9 @@ def run(options: Options, with_evaluation: bool) -> ExperimentResult:
         f"{options.flow}: {len(plan.variants)} variant(s) x {len(plan.rows)} dataset(s) = {len(plan.runs)} "
         f"run(s), concurrency {runner.concurrency}"
     )
+    hits = check_experiment(ctx.experiment) if with_evaluation else []
+    for hit in hits:
+        _stderr(f"contamination: {hit.describe()}")
     try:
         runs = _run_jobs(ctx, runner, plan)
         metrics: list[RunMetrics] = []
@@ -272,6 +303,7 @@ def run(options: Options, with_evaluation: bool) -> ExperimentResult:
     if with_evaluation:
         summary["evaluator_metrics"] = evaluator_metrics(ctx.experiment, evals)
         summary["primary_metric"] = primary_metric_note(ctx.experiment, summary["evaluator_metrics"])
+        summary["contamination"] = [hit.to_json() for hit in hits]
     write_metrics(report_dir, metrics, summary)
     baseline = registry_for(ctx).baseline(options.flow)
     write_html(report_dir, f"{options.flow}: {summary['kind']} {run_id}", metrics, summary, baseline)
@@ -339,6 +371,13 @@ def registry_for(ctx: Context) -> Registry:
     return registry
 
 
+def _gate_dataset(ctx: Context) -> str | None:
+    """The dataset ``--dataset`` names for the gate when it does not include the primary one."""
+    named = ctx.options.datasets
+    primary = ctx.experiment.primary_dataset or ctx.experiment.datasets[0].name
+    return named[0] if named and primary not in named else None
+
+
 def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Path]:
     """Gate the latest evaluation (or ``report``; evaluates first when there is none)."""
     ctx = load_context(options)
@@ -361,7 +400,20 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
             f"the first evaluator ({default[1]}); set primary_metric to choose another"
         )
         experiment = experiment.model_copy(update={"primary_metric": default[0]})
-    outcome = run_gate(experiment, rows, data["primary_dataset"], baseline)
+    baseline_lines = None
+    if baseline is not None:
+        baseline_dir = options.reports_dir / options.flow / baseline.experiment_run
+        if baseline_dir.is_dir() and baseline_dir.resolve() != report_dir.resolve():
+            baseline_lines = read_lines(baseline_dir)
+    outcome = run_gate(
+        experiment,
+        rows,
+        baseline,
+        lines=read_lines(report_dir),
+        baseline_lines=baseline_lines,
+        contamination=check_experiment(experiment),
+        dataset=_gate_dataset(ctx),
+    )
     verdict: dict[str, Any] = {
         "flow": options.flow,
         "experiment_run": data["experiment_run"],
@@ -371,6 +423,7 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
         "failures": outcome.failures,
         "rejected": outcome.rejected,
         "checks": outcome.checks,
+        "statistics": outcome.to_json(),
         "baseline": None
         if baseline is None
         else {
@@ -392,7 +445,7 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
             "report_dir": str(report_dir),
         }
     gate_file = report_dir / f"gate-{new_run_id()}.json"
-    gate_file.write_text(json.dumps(verdict, indent=2), encoding="utf-8")
+    gate_file.write_text(json.dumps(strict_json(verdict), indent=2, allow_nan=False), encoding="utf-8")
     write_html(
         report_dir,
         f"{options.flow}: evaluation {data['experiment_run']} (gated)",
@@ -402,11 +455,20 @@ def gate(options: Options, report: Path | None = None) -> tuple[GateOutcome, Pat
         outcome,
     )
     if "selection" in verdict:
-        latest = options.reports_dir / options.flow / "latest"
-        latest.mkdir(parents=True, exist_ok=True)
-        tmp = latest / f".{SELECTION_FILE}.tmp{os.getpid()}"
-        tmp.write_text(json.dumps(verdict["selection"], indent=2), encoding="utf-8")
-        os.replace(tmp, latest / SELECTION_FILE)
+        text = json.dumps(strict_json(verdict["selection"]), indent=2, allow_nan=False)
+        (report_dir / SELECTION_FILE).write_text(text, encoding="utf-8")
+        scope = data.get("scope") or {"partial": True, "why": "the evaluation does not say what it covered"}
+        if scope.get("partial"):
+            outcome.not_recorded = f"partial evaluation ({scope.get('why')})"
+        elif not options.record_selection:
+            outcome.not_recorded = "a library or notebook call (Options.record_selection is off)"
+        else:
+            latest = options.reports_dir / options.flow / "latest"
+            latest.mkdir(parents=True, exist_ok=True)
+            tmp = latest / f".{SELECTION_FILE}.tmp{os.getpid()}"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, latest / SELECTION_FILE)
+            outcome.recorded = latest / SELECTION_FILE
     return outcome, report_dir
 
 

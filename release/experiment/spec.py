@@ -110,11 +110,18 @@ class Evaluator(_Model):
 
 
 class Bound(_Model):
+    """Limits on a metric: on its value (``min``/``max``) and on its 95 % interval's bounds."""
+
     min: float | None = None
     max: float | None = None
+    min_lower_ci: float | None = None  # the interval's lower bound must be at least this
+    max_upper_ci: float | None = None  # the interval's upper bound must be at most this
 
 
 class Regression(_Model):
+    """Fail when the chosen variant is significantly worse than the baseline (at ``Gates.alpha``)
+    by more than ``tolerance``."""
+
     metrics: list[str] = Field(default_factory=list)
     tolerance: Annotated[float, Field(ge=0)] = 0.0
 
@@ -122,6 +129,18 @@ class Regression(_Model):
 class Gates(_Model):
     thresholds: dict[str, Bound] = Field(default_factory=dict)
     regression: Regression | None = None
+    alpha: Annotated[float, Field(gt=0, lt=0.5)] = 0.05  # significance level of the paired tests
+    allow_contamination: bool = False
+    contamination_reason: str | None = None
+
+    @model_validator(mode="after")
+    def _reason_for_contamination(self) -> Gates:
+        if self.allow_contamination and not (self.contamination_reason or "").strip():
+            raise ValueError(
+                "allow_contamination: true needs contamination_reason: say why evaluating on "
+                "text the flow contains is acceptable"
+            )
+        return self
 
 
 class Experiment(_Model):

@@ -26,6 +26,7 @@ PACKAGES = {
     "dockerd": "docker.io",
     "docker-registry": "docker-registry",
     "nginx": "nginx",
+    "chromium": "chromium",  # headless browser: the report page tests
 }
 
 

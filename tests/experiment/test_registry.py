@@ -66,23 +66,31 @@ def test_register_command_and_gate_regression_against_baseline(exp, capsys) -> N
         "--state-dir",
         str(exp.state),
     ]
+    selection = exp.reports / "support_triage" / "latest" / "selection.json"
+    # the smoke dataset alone: gated on it as asked, but a partial run never changes the release
     assert (
         main(["evaluate", "--dataset", "support_triage_smoke", "--no-progress", "--no-start", *common]) == 0
     )
-    assert main(["register", *common]) == 0
     out = capsys.readouterr().out
-    assert "flow support_triage: registered new version 1" in out
-    assert "data support_triage_smoke: registered new version 1" in out
+    assert "selection NOT recorded for release: partial evaluation" in out and not selection.exists()
+    assert main(["register", *common]) == 0
+    registry = json.loads((exp.state / "registry" / "registry.json").read_text())
+    assert not registry.get("selections", {}).get("support_triage")  # nothing chosen: no baseline
+    # every dataset: recorded, then registered as the baseline
+    assert main(["evaluate", "--no-progress", "--no-start", *common]) == 0
+    assert f"selection: {selection}" in capsys.readouterr().out
     assert main(["register", *common]) == 0
     out = capsys.readouterr().out
     assert "flow support_triage: unchanged, kept version 1" in out
+    assert "data support_triage_full: unchanged, kept version 1" in out
     registry = json.loads((exp.state / "registry" / "registry.json").read_text())
-    [selection] = registry["selections"]["support_triage"]
-    assert selection["flow_version"] == "1" and selection["metrics"]["exact_match"] > 0
-    # a baseline better than anything reachable: the regression check fails the gate
+    [chosen] = registry["selections"]["support_triage"]
+    assert chosen["flow_version"] == "1" and chosen["metrics"]["exact_match"] > 0
+    # a baseline better than anything reachable: significantly worse, the regression check fails
     registry["selections"]["support_triage"][0]["metrics"]["exact_match"] = 1.5
     (exp.state / "registry" / "registry.json").write_text(json.dumps(registry))
     code = main(["gate", *common, "--no-progress", "--no-start"])
     err = capsys.readouterr().err
     assert code == 1
-    assert "exact_match" in err and "regressed below the baseline 1.5000" in err and "tolerance 0.05" in err
+    assert "exact_match" in err and "value 1.5000: significantly worse" in err
+    assert "more than tolerance 0.05" in err

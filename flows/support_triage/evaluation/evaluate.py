@@ -20,9 +20,12 @@ class TriageEvaluator:
         grounded = (
             sum(1 for w in summary_words if w in ticket_words) / len(summary_words) if summary_words else 0.0
         )
-        return {
-            "category_match": float(category.strip().lower() == expected_category.strip().lower()),
-            "priority_match": float(priority.strip().lower() == expected_priority.strip().lower()),
+        category_match = float(category.strip().lower() == expected_category.strip().lower())
+        priority_match = float(priority.strip().lower() == expected_priority.strip().lower())
+        return {  # per-line scores under the metric names: the report's intervals resample them
+            "category_match": category_match,
+            "priority_match": priority_match,
+            "exact_match": category_match * priority_match,
             "groundedness": round(grounded, 4),
         }
 
