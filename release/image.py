@@ -54,6 +54,7 @@ SERVING_FILES = (
     "release/engine/promptflow.py",
     "release/serving/__init__.py",
     "release/serving/__main__.py",
+    "release/serving/app.py",
     "release/serving/settings.py",
     "release/serving/server.py",
     "release/serving/telemetry.py",

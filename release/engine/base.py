@@ -25,6 +25,10 @@ class FlowInfo:
     llm_nodes: dict[str, list[str]] = field(default_factory=dict)  # node -> input names (all variants)
     init_params: dict[str, Any] = field(default_factory=dict)  # flex: init parameter -> default
     connections: list[str] = field(default_factory=list)  # connection names the flow uses
+    # input -> {"type": prompt flow type (string|int|double|bool|list|object), "default": value};
+    # "default" is absent when the input has none (a caller must send it)
+    input_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # output -> {"type": ...}
 
 
 @dataclass(frozen=True)
