@@ -53,16 +53,22 @@ class ServerProcess:
         return self.log_file.read_text(errors="replace")
 
     def wait_ready(self) -> ServerProcess:
+        """Until ``GET /health`` answers 200; on failure the server is killed, then the test fails."""
         deadline = time.monotonic() + READY_WAIT_S
-        while True:
-            assert self.proc.poll() is None, self.log()[-3000:]
+        while self.proc.poll() is None and time.monotonic() < deadline:
             try:
                 if requests.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
             except requests.RequestException:
                 pass
-            assert time.monotonic() < deadline, "server not ready in time:\n" + self.log()[-3000:]
             time.sleep(0.2)
+        self.kill()
+        raise AssertionError("server not ready in time or exited:\n" + self.log()[-3000:])
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
     def stop(self) -> int:
         """SIGTERM (graceful), then the exit code; killed if it does not stop in time."""
