@@ -3,7 +3,8 @@
 Both serve the same flow (web_classification: a page fetch and two LLM calls per request) against the
 same local model endpoint and page server, measured one after the other in
 this run at 16 concurrent keep-alive clients for the same duration. Prints requests/s, p50 and
-p99 for each, and the ratios. Target: >= 2x the requests/s of ``pf flow serve`` with a lower p99.
+p99 for each, and the ratios. Target: >= 5x the requests/s of ``pf flow serve`` and a p99 of at
+most 0.25x its p99 (issue 14). Our image serves with gunicorn (``gthread`` workers).
 
     .venv/bin/python bench/serving.py [--seconds 15] [--clients 16] [--workers N]
 
@@ -42,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build import bench_environment
 
 READY_S = 120
+TARGET_RPS_RATIO = 5.0
+TARGET_P99_RATIO = 0.25
 # ``pf flow serve`` cannot serve flows/support_triage (its flex entry returns dict[str, str], which
 # prompt flow's meta generation rejects), so the comparison uses the DAG flow.
 FLOWS = ("web_classification",)
@@ -238,9 +241,10 @@ def main() -> int:
             )
         ratio = ours["rps"] / baseline["rps"] if baseline["rps"] else float("inf")
         p99_ratio = ours["p99_ms"] / baseline["p99_ms"]
-        passed = ratio >= 2.0 and ours["p99_ms"] < baseline["p99_ms"] and ours["errors"] == 0
+        passed = ratio >= TARGET_RPS_RATIO and p99_ratio <= TARGET_P99_RATIO and ours["errors"] == 0
         print(
-            f"  throughput ratio {ratio:.2f}x (target >= 2x), p99 ratio {p99_ratio:.2f} (target < 1): "
+            f"  throughput ratio {ratio:.2f}x (target >= {TARGET_RPS_RATIO:g}x), "
+            f"p99 ratio {p99_ratio:.2f} (target <= {TARGET_P99_RATIO:g}): "
             f"{'PASS' if passed else 'FAIL'}"
         )
         return 0 if passed else 1

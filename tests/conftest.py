@@ -32,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ import pytest
 from release.config import REPO_ROOT, LocalPorts, LocalSettings
 from release.errors import UserError
 from release.local_env.environment import LocalEnvironment
-from release.local_env.net import free_port
+from release.local_env.net import close_all, port_of, reserve_ports
 from release.local_env.procs import is_alive, start_ticks
 from release.local_env.router import Router
 
@@ -72,10 +73,12 @@ def _log(line: str) -> None:
     print(f"[local_env] {line}", flush=True)
 
 
-def free_settings(state_dir: Path) -> LocalSettings:
-    """LocalSettings with free ports (picked now) and the given state folder."""
-    ports = LocalPorts(registry=free_port(), router=free_port(), model=free_port(), pages=free_port())
-    return LocalSettings(state_dir=str(state_dir), ports=ports)
+def free_settings(state_dir: Path) -> tuple[LocalSettings, dict[str, socket.socket]]:
+    """LocalSettings on free ports and the state folder, with the listening sockets that hold
+    those ports (bound to port 0 now); pass them on as ``LocalEnvironment(listeners=...)``."""
+    held = reserve_ports(("registry", "router", "model", "pages"))
+    ports = LocalPorts(**{name: port_of(sock) for name, sock in held.items()})
+    return LocalSettings(state_dir=str(state_dir), ports=ports), held
 
 
 @contextlib.contextmanager
@@ -125,9 +128,12 @@ def local_env() -> Iterator[LocalEnvHandle]:
                 env.down()
                 env = None
         if env is None:
-            settings = free_settings(state_dir)
-            env = LocalEnvironment(settings, log=_log)
-            env.up()
+            settings, held = free_settings(state_dir)
+            env = LocalEnvironment(settings, log=_log, listeners=held)
+            try:
+                env.up()
+            finally:
+                close_all(held.values())
             saved.write_text(settings.model_dump_json())
         assert settings is not None
         (lease_dir / str(os.getpid())).write_text(str(start_ticks(os.getpid())))
@@ -156,7 +162,9 @@ def local_env() -> Iterator[LocalEnvHandle]:
 @pytest.fixture(scope="session")
 def model_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelEndpoint]:
     state_dir = tmp_path_factory.mktemp("model-endpoint")
-    env = LocalEnvironment(free_settings(state_dir), log=_log)
+    settings, held = free_settings(state_dir)
+    env = LocalEnvironment(settings, log=_log, listeners={"model": held.pop("model")})
+    close_all(held.values())
     env.up(only=["model"])
     port = env.settings.ports.model
     try:

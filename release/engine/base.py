@@ -28,6 +28,10 @@ class FlowInfo:
     init_params: dict[str, Any] = field(default_factory=dict)  # flex: init parameter -> default
     connections: list[str] = field(default_factory=list)  # connection names the flow uses
     optional_inputs: list[str] = field(default_factory=list)  # inputs with a default value
+    # input -> {"type": prompt flow type (string|int|double|bool|list|object), "default": value};
+    # "default" is absent when the input has none (a caller must send it)
+    input_specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    output_specs: dict[str, dict[str, Any]] = field(default_factory=dict)  # output -> {"type": ...}
 
 
 @dataclass(frozen=True)

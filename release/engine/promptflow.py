@@ -480,6 +480,57 @@ def _is_reference(value: Any) -> bool:
     return isinstance(value, str) and value.strip().startswith("${")
 
 
+_ANNOTATION_TYPES = {
+    "str": "string",
+    "int": "int",
+    "float": "double",
+    "bool": "bool",
+    "list": "list",
+    "dict": "object",
+}
+
+
+def _flex_input_specs(flow_dir: Path, entry: str) -> dict[str, dict[str, Any]]:
+    """Types (from annotations) and defaults (literals) of a flex entry's inputs, read with ``ast``."""
+    import ast
+
+    module, _, name = entry.partition(":")
+    source = flow_dir / (module.replace(".", "/") + ".py")
+    try:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return {}
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
+    call: ast.FunctionDef | ast.AsyncFunctionDef | None = None
+    skip = 0
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == name:
+            call = next((i for i in node.body if isinstance(i, functions) and i.name == "__call__"), None)
+            skip = 1  # self
+        elif isinstance(node, functions) and node.name == name:
+            call = node
+    if call is None:
+        return {}
+    positional = call.args.args[skip:]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(call.args.defaults))
+    defaults += list(call.args.defaults)
+    pairs = list(zip(positional, defaults, strict=True))
+    pairs += list(zip(call.args.kwonlyargs, call.args.kw_defaults, strict=True))
+    specs: dict[str, dict[str, Any]] = {}
+    for arg, default in pairs:
+        spec: dict[str, Any] = {}
+        annotation = ast.unparse(arg.annotation).split("[", 1)[0] if arg.annotation else ""
+        if annotation in _ANNOTATION_TYPES:
+            spec["type"] = _ANNOTATION_TYPES[annotation]
+        if default is not None:
+            try:
+                spec["default"] = ast.literal_eval(default)
+            except ValueError:
+                spec["default"] = None  # a default exists, but is not a literal
+        specs[arg.arg] = spec
+    return specs
+
+
 class PromptflowEngine(Engine):
     name = "promptflow"
 
@@ -499,13 +550,15 @@ class PromptflowEngine(Engine):
         data = _read_yaml(flow_file)
         if flow_file.name == _FLEX:
             init = data.get("init") or {}
-            shape = entry_shape(flow_dir.resolve(), str(data.get("entry", "")), str(flow_file))
+            entry = str(data.get("entry", ""))
+            shape = entry_shape(flow_dir.resolve(), entry, str(flow_file))
             return FlowInfo(
                 path=flow_dir,
                 kind="flex",
                 inputs=shape.inputs,
                 outputs=shape.outputs,
                 optional_inputs=shape.optional_inputs,
+                input_specs=_flex_input_specs(flow_dir, entry),
                 init_params={k: (v or {}).get("default") for k, v in init.items()},
                 connections=[
                     str((v or {}).get("default"))
@@ -541,6 +594,19 @@ class PromptflowEngine(Engine):
                 k for k, v in (data.get("inputs") or {}).items() if (v or {}).get("default") is not None
             ],
             outputs=list((data.get("outputs") or {}).keys()),
+            input_specs={
+                str(k): {
+                    key: value
+                    for key, value in (v if isinstance(v, dict) else {}).items()
+                    if key in ("type", "default")
+                }
+                for k, v in (data.get("inputs") or {}).items()
+            },
+            output_specs={
+                str(k): {"type": v["type"]}
+                for k, v in (data.get("outputs") or {}).items()
+                if isinstance(v, dict) and "type" in v
+            },
             variants=variants,
             default_variants=defaults,
             llm_nodes=llm_nodes,

@@ -13,17 +13,19 @@ those and nothing else. ``up`` is idempotent: what is ours and healthy is left a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -84,8 +86,13 @@ class LocalEnvironment:
         root: Path = REPO_ROOT,
         source: str = "config/local.yaml",
         log: Log | None = None,
+        listeners: Mapping[str, socket.socket] | None = None,
     ) -> None:
+        """``listeners``: listening sockets already bound to some of the configured ports
+        (:func:`release.local_env.net.reserve_ports`); ``up`` serves our own servers on them and
+        releases one just before a third-party server (registry, nginx) binds its port."""
         self.settings = settings
+        self._listeners = dict(listeners or {})
         self.root = root
         self.source = source
         self._log: Log = log or _stderr
@@ -266,13 +273,47 @@ class LocalEnvironment:
     def _check_ports(self, names: list[str]) -> None:
         for name in names:
             port = self.ports[name]
-            if not net.port_is_free(port):
-                field = f"local.ports.{PORT_FIELDS[name]}"
-                raise UserError(
-                    f"{self.source}: {field}: port {port} on 127.0.0.1 is already in use by another "
-                    f"process (needed by the {name}); stop that process or set {field} to a free port. "
-                    "Nothing was started."
-                )
+            if name not in self._listeners and not net.port_is_free(port):
+                raise UserError(self._port_in_use(name) + " Nothing was started.")
+
+    def _port_in_use(self, name: str) -> str:
+        field = f"local.ports.{PORT_FIELDS[name]}"
+        return (
+            f"{self.source}: {field}: port {self.ports[name]} on 127.0.0.1 is already in use by another "
+            f"process (needed by the {name}); stop that process or set {field} to a free port."
+        )
+
+    def _own_socket(self, name: str) -> socket.socket:
+        """The listening socket our own server ``name`` is handed: the reserved one, else bound now
+        (the bind is the check; retried briefly while e.g. a stopping process still holds it)."""
+        port = self.ports[name]
+        held = self._listeners.pop(name, None)
+        if held is not None and net.port_of(held) == port:
+            return held
+        if held is not None:
+            held.close()
+        try:
+            return net.listening_socket(port, retries=net.BIND_RETRIES)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise UserError(self._port_in_use(name)) from None
+            raise UserError(f"{name}: cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+
+    def _spawn_third_party(self, name: str, start: Callable[[], dict[str, Any]], port: int) -> dict[str, Any]:
+        """Start a server that binds its port itself (registry, nginx): release our reservation
+        of the port just before, and start again (bounded) when it lost a race for the port."""
+        held = self._listeners.pop(name, None)
+        if held is not None:
+            held.close()
+        for attempt in range(1, net.BIND_RETRIES + 1):
+            try:
+                return start()
+            except UserError as exc:
+                if "address already in use" not in str(exc).lower() or attempt == net.BIND_RETRIES:
+                    raise
+                self.log(f"{name}: port {port} was taken while starting; trying again ({attempt})")
+                time.sleep(net.BIND_RETRY_WAIT_S)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _start(self, name: str) -> dict[str, Any]:
         starter: dict[str, Callable[[], dict[str, Any]]] = {
@@ -316,12 +357,19 @@ class LocalEnvironment:
         port: int | None,
         url: str,
         env: dict[str, str] | None = None,
+        sock: socket.socket | None = None,
     ) -> dict[str, Any]:
+        """Start ``argv``; ``sock``: a listening socket the process inherits (closed here after)."""
         log_file = self.logs_dir / f"{name}.log"
         if argv[0] == sys.executable:  # our own servers run this very code, installed or not
             env = dict(env if env is not None else os.environ)
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(CODE_ROOT), env.get("PYTHONPATH")) if p)
-        record = procs.start(argv, marker, log_file, env=env, cwd=self.root)
+        try:
+            fds = (sock.fileno(),) if sock is not None else ()
+            record = procs.start(argv, marker, log_file, env=env, cwd=self.root, pass_fds=fds)
+        finally:
+            if sock is not None:
+                sock.close()  # the server holds its own copy
         entry: dict[str, Any] = {"process": record.to_json(), "port": port, "url": url, "log": str(log_file)}
         self._wait_ready(name, record, entry, log_file)
         return entry
@@ -406,8 +454,10 @@ class LocalEnvironment:
             f"http:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Content-Type-Options: [nosniff]\n"
         )
         self.log(f"registry: starting docker-registry on 127.0.0.1:{port}...")
-        return self._spawn(
-            "registry", [binary, "serve", str(config)], str(config), port, f"http://{self.registry}"
+        argv = [binary, "serve", str(config)]
+        url = f"http://{self.registry}"
+        return self._spawn_third_party(
+            "registry", lambda: self._spawn("registry", argv, str(config), port, url), port
         )
 
     # -- router
@@ -417,24 +467,29 @@ class LocalEnvironment:
         self.router.pid_file.unlink(missing_ok=True)
         self.log(f"router: starting nginx on {self.router_url}...")
         argv = self.router.nginx_command()
-        return self._spawn("router", argv, str(self.router.conf), self.settings.ports.router, self.router_url)
+        port = self.settings.ports.router
+        return self._spawn_third_party(
+            "router", lambda: self._spawn("router", argv, str(self.router.conf), port, self.router_url), port
+        )
 
     # -- model endpoint
     def _start_model(self) -> dict[str, Any]:
         port = self.settings.ports.model
         env = dict(os.environ, **{MODEL_KEY_ENV: self.model_api_key()})  # never on the command line
-        argv = model_server_command(port)
+        sock = self._own_socket("model")
+        argv = model_server_command(port, fd=sock.fileno())
         if self.settings.model_latency_ms:
             argv += ["--latency-ms", str(self.settings.model_latency_ms)]
         if self.settings.model_error_rate:
             argv += ["--error-rate", str(self.settings.model_error_rate)]
         self.log(f"model: starting the local model endpoint on {self.model_url}...")
-        entry = self._spawn("model", argv, " ".join(argv[1:7]), port, self.model_url, env=env)
+        entry = self._spawn("model", argv, " ".join(argv[1:7]), port, self.model_url, env=env, sock=sock)
         return {**entry, "key_sha256": self._key_fingerprint()}
 
     # -- page server
     def _start_pages(self) -> dict[str, Any]:
         port = self.settings.ports.pages
+        sock = self._own_socket("pages")
         argv = [
             sys.executable,
             "-m",
@@ -445,9 +500,11 @@ class LocalEnvironment:
             str(port),
             "--flows-dir",
             str(self.root / "flows"),
+            "--fd",
+            str(sock.fileno()),
         ]
         self.log(f"pages: starting the page server on {self.pages_url}...")
-        return self._spawn("pages", argv, " ".join(argv[1:7]), port, self.pages_url)
+        return self._spawn("pages", argv, " ".join(argv[1:7]), port, self.pages_url, sock=sock)
 
     # ------------------------------------------------------------------ status
     def status(self) -> list[ComponentStatus]:
@@ -530,8 +587,9 @@ class LocalEnvironment:
         return stopped
 
 
-def model_server_command(port: int) -> list[str]:
-    return [
+def model_server_command(port: int, fd: int | None = None) -> list[str]:
+    """The model endpoint's command line; ``fd``: serve on that inherited listening socket."""
+    argv = [
         sys.executable,
         "-m",
         "release.local_env.model_server",
@@ -540,6 +598,7 @@ def model_server_command(port: int) -> list[str]:
         "--port",
         str(port),
     ]
+    return argv if fd is None else [*argv, "--fd", str(fd)]
 
 
 def _stop_containers(docker_host: str, log: Log, grace_s: int = 3) -> None:

@@ -9,7 +9,8 @@ Run it as::
     LOCAL_MODEL_API_KEY=... python -m release.local_env.model_server --host 127.0.0.1 --port 8300
 
 It prints ``model endpoint listening on http://127.0.0.1:PORT`` once it accepts connections
-(``--port 0`` picks a free port). Routes:
+(``--port 0`` picks a free port; ``--fd N`` serves on an already bound, listening socket that the
+parent process passed on, so a port is never released between choosing and serving). Routes:
 
 - ``POST /v1/chat/completions`` (``Authorization: Bearer <key>``)
 - ``POST /openai/deployments/{name}/chat/completions?api-version=...`` (``api-key: <key>`` or Bearer)
@@ -17,8 +18,9 @@ It prints ``model endpoint listening on http://127.0.0.1:PORT`` once it accepts 
   ``GET /health`` (no key)
 - ``GET|POST /admin/faults``, ``GET /admin/stats`` (key): change faults on a running server
 
-The HTTP/1.1 layer is a small hand-written asyncio protocol with keep-alive: it answers requests
-without latency faults synchronously in ``data_received`` and only makes a task for delayed ones.
+HTTP (keep-alive, pipelining, chunked request bodies, ``Expect: 100-continue``, size limits,
+idle timeouts) is aiohttp's server (https://docs.aiohttp.org/en/stable/web_reference.html); this
+module holds the routes, the api-key checks, the faults and the OpenAI response shapes.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ import itertools
 import json
 import os
 import signal
+import socket
 import sys
 import time
-import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from release.errors import UserError
 from release.local_env.faults import (
@@ -53,93 +57,39 @@ from release.local_env.responder import RESPONDER_VERSION, Messages, Params, res
 
 API_KEY_ENV = "LOCAL_MODEL_API_KEY"
 DEFAULT_MODEL = "local-model"
-MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection (or a request that never completes) is closed
-SWEEP_INTERVAL_S = 5.0
+IDLE_TIMEOUT_S = 120.0  # an idle keep-alive connection is closed after this long
+SHUTDOWN_TIMEOUT_S = 5.0  # requests in flight get this long to finish on SIGTERM
+BACKLOG = 1024
 STREAM_WORDS_PER_CHUNK = 4
 # Identifies the answering logic, like OpenAI's ``system_fingerprint``: it changes when the
 # responder's behaviour does, so caches keyed on it (the experiment runner's) do not serve stale answers.
 SYSTEM_FINGERPRINT = f"fp_genaiops_local_{RESPONDER_VERSION}"
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    411: "Length Required",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-}
+JSON = "application/json"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "path", "query")
-
-    def __init__(
-        self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, keep_alive: bool
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-
-
-class Response:
-    """A full response; ``chunks`` makes it a chunked (SSE) body; status 0 closes without answering."""
-
-    __slots__ = ("body", "chunks", "close", "content_type", "extra", "status")
-
-    def __init__(
-        self,
-        status: int,
-        body: bytes = b"",
-        content_type: str = "application/json",
-        extra: str = "",
-        chunks: list[bytes] | None = None,
-        close: bool = False,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.extra = extra  # extra header lines, each ending in \r\n
-        self.chunks = chunks
-        self.close = close
-
-    def encode(self, keep_alive: bool) -> bytes:
-        connection = "" if keep_alive and not self.close else "Connection: close\r\n"
-        reason = REASONS.get(self.status, "Error")
-        head = f"HTTP/1.1 {self.status} {reason}\r\nContent-Type: {self.content_type}\r\n"
-        if self.chunks is None:
-            return (
-                f"{head}Content-Length: {len(self.body)}\r\n{self.extra}{connection}\r\n"
-            ).encode() + self.body
-        framing = "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n"
-        parts = [f"{head}{framing}{self.extra}{connection}\r\n".encode()]
-        for chunk in self.chunks:
-            parts.append(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        parts.append(b"0\r\n\r\n")
-        return b"".join(parts)
-
-
-def json_response(status: int, payload: object, extra: str = "") -> Response:
-    return Response(status, json.dumps(payload, separators=(",", ":")).encode(), extra=extra)
+def json_response(status: int, payload: object, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        content_type=JSON,
+        headers=headers,
+    )
 
 
 def error_response(
-    status: int, message: str, kind: str, code: str | None = None, param: str | None = None, extra: str = ""
-) -> Response:
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
     """An error in the OpenAI shape (the openai client reads ``error.message``)."""
     error = {"message": message, "type": kind, "param": param, "code": code}
-    return json_response(status, {"error": error}, extra=extra)
-
-
-def _internal_error() -> Response:
-    return error_response(500, "The local model endpoint failed on this request (a bug)", "server_error")
+    return json_response(status, {"error": error}, headers)
 
 
 class BadRequest(Exception):
@@ -154,7 +104,7 @@ class BadRequest(Exception):
 
 
 class ModelServer:
-    """Routing, api-key checks, faults and the OpenAI response shapes (no sockets here)."""
+    """Api-key checks, faults and the OpenAI response shapes; :meth:`application` adds the routes."""
 
     def __init__(
         self,
@@ -172,45 +122,58 @@ class ModelServer:
         self.started = int(time.time())
         self.requests = 0
         self.completions = 0
-        self.connections: set[_Connection] = set()
+        self.open_connections: Callable[[], int] = lambda: 0  # set by serve()
         self._ids = itertools.count(1)
 
-    # ----------------------------------------------------------------- routing
+    def application(self) -> web.Application:
+        """The aiohttp application: routes, body size limit, OpenAI-shaped errors."""
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._middleware])
+        app.router.add_post("/v1/chat/completions", self._openai_chat)
+        app.router.add_post("/chat/completions", self._openai_chat)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._azure_chat)
+        app.router.add_get("/health", self._health, allow_head=False)
+        app.router.add_get("/v1/models", self._models, allow_head=False)
+        app.router.add_get("/models", self._models, allow_head=False)
+        app.router.add_get("/admin/faults", self._admin_faults, allow_head=False)
+        app.router.add_post("/admin/faults", self._admin_faults)
+        app.router.add_get("/admin/stats", self._admin_stats, allow_head=False)
+        return app
 
-    def handle(self, req: Request) -> Response | Coroutine[Any, Any, Response]:
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Counts requests; turns aiohttp's own errors (404, 405, 413, ...) into the OpenAI shape."""
         self.requests += 1
-        path = req.path
-        if path in ("/v1/chat/completions", "/chat/completions"):
-            return self._only(req, "POST") or self._chat(req, None, bearer_only=True)
-        if path.startswith("/openai/deployments/"):
-            name, _, rest = path[len("/openai/deployments/") :].partition("/")
-            if rest == "chat/completions" and name:
-                return self._only(req, "POST") or self._azure_chat(req, name)
-        elif path == "/health":
-            return self._only(req, "GET") or json_response(
-                200, {"status": "ok", "model": self.model, "uptime_s": int(time.time()) - self.started}
+        try:
+            return await handler(request)
+        except web.HTTPMethodNotAllowed as exc:
+            allowed = sorted(exc.allowed_methods)
+            return error_response(
+                405,
+                f"{request.method} is not allowed on {request.path}; use {' or '.join(allowed)}",
+                "invalid_request_error",
+                "method_not_allowed",
+                headers={"Allow": ", ".join(allowed)},
             )
-        elif path in ("/v1/models", "/models"):
-            return self._only(req, "GET") or self._models(req)
-        elif path == "/admin/faults":
-            return self._only(req, "GET", "POST") or self._admin_faults(req)
-        elif path == "/admin/stats":
-            return self._only(req, "GET") or self._admin_stats(req)
-        return error_response(404, f"Unknown route {req.method} {path}", "invalid_request_error", "not_found")
+        except web.HTTPNotFound:
+            return error_response(
+                404, f"Unknown route {request.method} {request.path}", "invalid_request_error", "not_found"
+            )
+        except web.HTTPRequestEntityTooLarge:
+            return error_response(
+                413, f"Request body larger than {MAX_BODY_BYTES // 2**20} MiB", "invalid_request_error"
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return error_response(exc.status, exc.reason, "invalid_request_error")
 
-    @staticmethod
-    def _only(req: Request, *methods: str) -> Response | None:
-        if req.method in methods:
-            return None
-        return error_response(
-            405,
-            f"{req.method} is not allowed on {req.path}; use {' or '.join(methods)}",
-            "invalid_request_error",
-            "method_not_allowed",
-            extra=f"Allow: {', '.join(methods)}\r\n",
-        )
+    # ----------------------------------------------------------------- small routes
 
-    def _authorized(self, headers: dict[str, str], bearer_only: bool = False) -> bool:
+    async def _health(self, request: web.Request) -> web.Response:
+        uptime = int(time.time()) - self.started
+        return json_response(200, {"status": "ok", "model": self.model, "uptime_s": uptime})
+
+    def _authorized(self, headers: Mapping[str, str], bearer_only: bool = False) -> bool:
         auth = headers.get("authorization", "")
         if auth[:7].lower() == "bearer " and hmac.compare_digest(auth[7:].strip().encode(), self._key):
             return True
@@ -218,7 +181,7 @@ class ModelServer:
         return not bearer_only and key is not None and hmac.compare_digest(key.strip().encode(), self._key)
 
     @staticmethod
-    def _unauthorized(bearer_only: bool) -> Response:
+    def _unauthorized(bearer_only: bool) -> web.Response:
         how = (
             "'Authorization: Bearer <key>'"
             if bearer_only
@@ -229,11 +192,11 @@ class ModelServer:
             f"Incorrect or missing API key. Send the local model endpoint's key ({API_KEY_ENV}) as {how}.",
             "invalid_request_error",
             "invalid_api_key",
-            extra='WWW-Authenticate: Bearer realm="local-model"\r\n',
+            headers={"WWW-Authenticate": 'Bearer realm="local-model"'},
         )
 
-    def _models(self, req: Request) -> Response:
-        if not self._authorized(req.headers):
+    async def _models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request.headers):
             return self._unauthorized(False)
         model = {
             "id": self.model,
@@ -244,12 +207,12 @@ class ModelServer:
         }
         return json_response(200, {"object": "list", "data": [model]})
 
-    def _admin_faults(self, req: Request) -> Response:
-        if not self._authorized(req.headers):
+    async def _admin_faults(self, request: web.Request) -> web.Response:
+        if not self._authorized(request.headers):
             return self._unauthorized(False)
-        if req.method == "POST":
+        if request.method == "POST":
             try:
-                data = json.loads(req.body or b"{}")
+                data = json.loads(await request.read() or b"{}")
                 settings = FaultSettings.from_mapping(data, "POST /admin/faults body")
             except ValueError:
                 return error_response(
@@ -260,22 +223,25 @@ class ModelServer:
             self.faults.replace(settings)
         return json_response(200, self.faults.settings.as_dict())
 
-    def _admin_stats(self, req: Request) -> Response:
-        if not self._authorized(req.headers):
+    async def _admin_stats(self, request: web.Request) -> web.Response:
+        if not self._authorized(request.headers):
             return self._unauthorized(False)
         stats = {
             "requests": self.requests,
             "completions": self.completions,
-            "open_connections": len(self.connections),
+            "open_connections": self.open_connections(),
             "injected": dict(self.faults.injected),
         }
         return json_response(200, stats)
 
     # ----------------------------------------------------------------- chat completions
 
-    def _azure_chat(self, req: Request, deployment: str) -> Response | Coroutine[Any, Any, Response]:
-        if "api-version=" not in req.query:
-            if not self._authorized(req.headers):
+    async def _openai_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._chat(request, None, bearer_only=True)
+
+    async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
+        if "api-version" not in request.query:
+            if not self._authorized(request.headers):
                 return self._unauthorized(False)
             return error_response(
                 400,
@@ -283,29 +249,36 @@ class ModelServer:
                 "invalid_request_error",
                 param="api-version",
             )
-        return self._chat(req, deployment, bearer_only=False)
+        return await self._chat(request, request.match_info["deployment"], bearer_only=False)
 
-    def _chat(
-        self, req: Request, deployment: str | None, bearer_only: bool
-    ) -> Response | Coroutine[Any, Any, Response]:
-        if not self._authorized(req.headers, bearer_only):
+    async def _chat(
+        self, request: web.Request, deployment: str | None, bearer_only: bool
+    ) -> web.StreamResponse:
+        headers = request.headers
+        if not self._authorized(headers, bearer_only):
             return self._unauthorized(bearer_only)
         decision = NO_FAULT
-        if not self.faults.quiet or any(h in req.headers for h in FAULT_HEADERS):
+        if not self.faults.quiet or any(h in headers for h in FAULT_HEADERS):
             try:
-                decision = self.faults.decide(req.headers)
+                decision = self.faults.decide(headers)
             except FaultConfigError as exc:
                 return error_response(400, str(exc), "invalid_request_error", "invalid_fault_header")
-        if decision is NO_FAULT:
-            return self._complete(req, deployment)
-        return self._faulty(decision, req, deployment)
+        if decision is not NO_FAULT:
+            faulty = await self._fault(decision, request)
+            if faulty is not None:
+                return faulty
+        return await self._complete(request, deployment)
 
-    async def _faulty(self, decision: Decision, req: Request, deployment: str | None) -> Response:
+    async def _fault(self, decision: Decision, request: web.Request) -> web.Response | None:
+        """Wait the injected latency; the fault's answer, or None to answer normally."""
         if decision.latency_s:
             await asyncio.sleep(decision.latency_s)
         if decision.hang:
             await asyncio.sleep(self.faults.settings.hang_max_s)
-            return Response(0, close=True)  # give up on the client: close without an answer
+            # give up on the client: close the connection without an answer
+            if request.transport is not None:
+                request.transport.close()
+            raise asyncio.CancelledError
         if decision.status == 429:
             return error_response(
                 429,
@@ -313,7 +286,7 @@ class ModelServer:
                 f"Please retry after {decision.retry_after_s} seconds.",
                 "requests",
                 "rate_limit_exceeded",
-                extra=f"Retry-After: {decision.retry_after_s}\r\n",
+                headers={"Retry-After": str(decision.retry_after_s)},
             )
         if decision.status == 500:
             return error_response(
@@ -322,11 +295,11 @@ class ModelServer:
                 "server_error",
                 "injected_fault",
             )
-        return self._complete(req, deployment)
+        return None
 
-    def _complete(self, req: Request, deployment: str | None) -> Response:
+    async def _complete(self, request: web.Request, deployment: str | None) -> web.StreamResponse:
         try:
-            body = json.loads(req.body)
+            body = json.loads(await request.read())
         except (ValueError, UnicodeDecodeError):
             return error_response(
                 400,
@@ -334,10 +307,10 @@ class ModelServer:
                 "invalid_request_error",
             )
         try:
-            request = _parse_chat(body)
+            parsed = _parse_chat(body)
         except BadRequest as exc:
             return error_response(400, str(exc), "invalid_request_error", param=exc.param)
-        messages, params, model, stream, include_usage = request
+        messages, params, model, stream, include_usage = parsed
         model = deployment or model or self.model
         answer = respond(messages, params)
         self.completions += 1
@@ -369,8 +342,7 @@ class ModelServer:
                 "usage": usage,
             }
             return json_response(200, payload)
-        chunks = []
-        base = {
+        base: dict[str, Any] = {
             "id": ident,
             "object": "chat.completion.chunk",
             "created": created,
@@ -387,22 +359,29 @@ class ModelServer:
                 + b"\n\n"
             )
 
+        response = web.StreamResponse(status=200, headers={"Cache-Control": "no-cache"})
+        response.content_type = "text/event-stream"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
         for i, c in enumerate(answer.choices):
             delta: dict[str, Any] = {"role": "assistant", "content": ""}
-            chunks.append(event([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}]))
+            await response.write(
+                event([{"index": i, "delta": delta, "logprobs": None, "finish_reason": None}])
+            )
             for piece in _pieces(c.text):
-                chunks.append(
+                await response.write(
                     event(
                         [{"index": i, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}]
                     )
                 )
-            chunks.append(
+            await response.write(
                 event([{"index": i, "delta": {}, "logprobs": None, "finish_reason": c.finish_reason}])
             )
         if include_usage:
-            chunks.append(event([], usage=usage))
-        chunks.append(b"data: [DONE]\n\n")
-        return Response(200, content_type="text/event-stream", chunks=chunks)
+            await response.write(event([], usage=usage))
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
 
 def _pieces(text: str) -> list[str]:
@@ -502,162 +481,63 @@ def _number(body: dict[str, Any], name: str, low: float, high: float) -> float |
     return float(value)
 
 
-# --------------------------------------------------------------------------- HTTP/1.1 over asyncio
+# --------------------------------------------------------------------------- serving
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: parses requests in order and answers them in order."""
-
-    __slots__ = ("app", "buffer", "busy", "closed", "continued", "last_active", "task", "transport")
-
-    def __init__(self, app: ModelServer) -> None:
-        self.app = app
-        self.buffer = bytearray()
-        self.busy = False
-        self.closed = False
-        self.continued = False  # "100 Continue" already sent for the request being received
-        self.task: asyncio.Task[None] | None = None
-        self.transport: asyncio.Transport | None = None
-        self.last_active = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.app.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.app.connections.discard(self)
-        if self.task is not None:
-            self.task.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self.last_active = time.monotonic()
-        if not self.busy:
-            self._drain()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.closed:
-            self.transport.close()
-        self.closed = True
-
-    def _drain(self) -> None:
-        while not self.busy and not self.closed:
-            request = self._next_request()
-            if request is None:
-                return
-            try:
-                result = self.app.handle(request)
-            except Exception:  # a bug: answer 500 and keep serving (the trace goes to stderr)
-                traceback.print_exc()
-                result = _internal_error()
-            if isinstance(result, Response):
-                self._send(result, request.keep_alive)
-            else:
-                self.busy = True
-                self.task = asyncio.get_running_loop().create_task(self._finish(result, request.keep_alive))
-
-    async def _finish(self, pending: Coroutine[Any, Any, Response], keep_alive: bool) -> None:
-        try:
-            response = await pending
-        except Exception:
-            traceback.print_exc()
-            response = _internal_error()
-        self.task = None
-        self.busy = False
-        if not self.closed:
-            self._send(response, keep_alive)
-            self._drain()
-
-    def _send(self, response: Response, keep_alive: bool) -> None:
-        assert self.transport is not None
-        self.last_active = time.monotonic()
-        if response.status:
-            self.transport.write(response.encode(keep_alive))
-        if response.status == 0 or response.close or not keep_alive:
-            self.close()
-
-    def _next_request(self) -> Request | None:
-        buffer = self.buffer
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buffer) > MAX_HEADER_BYTES:
-                self._reject(431, "Request headers are larger than 64 KiB")
-            return None
-        try:
-            lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-            method, target, version = lines[0].split(" ")
-            headers = {}
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers.get("content-length", "0"))
-        except ValueError:
-            self._reject(400, "Malformed HTTP request")
-            return None
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            self._reject(411, "Chunked request bodies are not supported; send Content-Length")
-            return None
-        if length < 0 or length > MAX_BODY_BYTES:
-            self._reject(413, "Request body larger than 16 MiB")
-            return None
-        if len(buffer) < end + 4 + length:
-            if not self.continued and headers.get("expect", "").lower() == "100-continue":
-                assert self.transport is not None
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # curl waits for it
-                self.continued = True
-            return None
-        self.continued = False
-        body = bytes(buffer[end + 4 : end + 4 + length])
-        del buffer[: end + 4 + length]
-        connection = headers.get("connection", "").lower()
-        keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
-        path, _, query = target.partition("?")
-        return Request(method, path, query, headers, body, keep_alive)
-
-    def _reject(self, status: int, message: str) -> None:
-        self._send(error_response(status, message, "invalid_request_error"), keep_alive=False)
-
-
-async def _sweep_idle(app: ModelServer) -> None:
-    while True:
-        await asyncio.sleep(SWEEP_INTERVAL_S)
-        limit = time.monotonic() - IDLE_TIMEOUT_S
-        for conn in list(app.connections):
-            if not conn.busy and conn.last_active < limit:
-                conn.close()
-
-
-async def serve(
-    app: ModelServer, host: str, port: int, on_ready: Callable[[str], None], stop: asyncio.Event | None = None
-) -> None:
-    """Serve ``app`` on host:port until SIGTERM/SIGINT (or ``stop`` is set)."""
-    loop = asyncio.get_running_loop()
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A bound, listening TCP socket on host:port (0 = a free port); a clear error when taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        server = await loop.create_server(lambda: _Connection(app), host, port, backlog=1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
     except OSError as exc:
+        sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise UserError(
                 f"model endpoint: {host}:{port} is already in use; choose another --port"
             ) from exc
         raise UserError(f"model endpoint: cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
+
+
+async def serve(
+    app: ModelServer,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    stop: asyncio.Event | None = None,
+    sock: socket.socket | None = None,
+) -> None:
+    """Serve ``app`` on ``sock`` (else a new socket on host:port) until SIGTERM/SIGINT or ``stop``."""
+    loop = asyncio.get_running_loop()
+    sock = sock or listening_socket(host, port)
+    sock.setblocking(False)
+    runner = web.AppRunner(
+        app.application(),
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=IDLE_TIMEOUT_S,
+        handler_cancellation=True,  # a client that goes away cancels its (e.g. delayed) request
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+    )
+    await runner.setup()
+    server = runner.server
+    app.open_connections = lambda: len(server.connections) if server is not None else 0
+    site = web.SockSite(runner, sock, backlog=BACKLOG)
+    await site.start()
     stop = stop or asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    bound = server.sockets[0].getsockname()
+    bound = sock.getsockname()
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    sweeper = loop.create_task(_sweep_idle(app))
     on_ready(f"http://{shown}:{bound[1]}")
     try:
         await stop.wait()
     finally:
-        sweeper.cancel()
-        server.close()
-        for conn in list(app.connections):
-            conn.close()
-        await asyncio.sleep(0)
+        await runner.cleanup()
 
 
 # --------------------------------------------------------------------------- command line
@@ -671,6 +551,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (0 = pick a free one; default 0)")
+    parser.add_argument(
+        "--fd",
+        type=int,
+        default=None,
+        help="serve on this inherited file descriptor of a bound, listening TCP socket "
+        "(instead of --host/--port)",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name reported by /v1/models")
     parser.add_argument("--faults", type=Path, default=None, help="JSON/YAML file of fault settings")
     parser.add_argument("--latency-ms", type=float, default=None, help="latency added to every completion")
@@ -705,6 +592,17 @@ def fault_settings_from_args(args: argparse.Namespace) -> FaultSettings:
     return FaultSettings.from_mapping(values, str(args.faults or "fault options"))
 
 
+def inherited_socket(fd: int) -> socket.socket:
+    """The listening TCP socket the parent passed as file descriptor ``fd`` (``--fd``)."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as exc:
+        raise UserError(f"model endpoint: --fd {fd} is not an open socket ({exc.strerror})") from exc
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        raise UserError(f"model endpoint: --fd {fd} is not a listening TCP socket")
+    return sock
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     key = os.environ.get(API_KEY_ENV, "").strip()
@@ -721,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
         def ready(url: str) -> None:
             print(f"model endpoint listening on {url}", flush=True)
 
-        asyncio.run(serve(app, args.host, args.port, ready))
+        sock = inherited_socket(args.fd) if args.fd is not None else None
+        asyncio.run(serve(app, args.host, args.port, ready, sock=sock))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

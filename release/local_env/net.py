@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import http.client
 import json
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 LOCALHOST = "127.0.0.1"
+BIND_RETRIES = 5  # binding a port that is briefly held elsewhere: tries, BIND_RETRY_WAIT_S apart
+BIND_RETRY_WAIT_S = 0.5
+BACKLOG = 1024
 
 
 def port_is_free(port: int, host: str = LOCALHOST) -> bool:
@@ -23,10 +28,64 @@ def port_is_free(port: int, host: str = LOCALHOST) -> bool:
 
 
 def free_port(host: str = LOCALHOST) -> int:
-    """A port the kernel says is free right now (tests pick their ports with this)."""
+    """A port the kernel says is free right now, released again: another process may take it
+    before it is used. Prefer :func:`listening_socket` / :func:`reserve_ports`, which keep it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def listening_socket(
+    port: int, host: str = LOCALHOST, retries: int = 1, wait_s: float = BIND_RETRY_WAIT_S
+) -> socket.socket:
+    """A bound, listening, inheritable TCP socket on host:port (0: the kernel picks a free port).
+
+    A server we start is handed this socket (``--fd``, ``pass_fds``), so the port is never free
+    between choosing and serving. ``retries`` > 1 tries again ``wait_s`` apart while the port is
+    in use (e.g. by a process that is stopping). Raises OSError (``errno.EADDRINUSE``: in use).
+    """
+    for attempt in range(1, max(1, retries) + 1):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            if exc.errno != errno.EADDRINUSE or attempt >= retries:
+                raise
+            time.sleep(wait_s)
+            continue
+        sock.set_inheritable(True)
+        return sock
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def reserve_ports(names: Iterable[str], host: str = LOCALHOST) -> dict[str, socket.socket]:
+    """One listening socket on a free port (port 0) per name, held until handed on or closed.
+
+    ``{name: sock}``; the ports are ``sock.getsockname()[1]``. Give the sockets to
+    :class:`release.local_env.environment.LocalEnvironment` (``listeners=``): it serves our own
+    servers on them and releases a port just before a third-party server binds it.
+    """
+    held: dict[str, socket.socket] = {}
+    try:
+        for name in names:
+            held[name] = listening_socket(0, host)
+    except OSError:
+        close_all(held.values())
+        raise
+    return held
+
+
+def close_all(sockets: Iterable[socket.socket]) -> None:
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def port_of(sock: socket.socket) -> int:
+    return int(sock.getsockname()[1])
 
 
 def http_status(url_path: str, port: int, timeout_s: float = 2.0, host: str = LOCALHOST) -> int | None:

@@ -1,7 +1,8 @@
 """A static page server for offline flows: ``GET /pages/<file>`` from every ``flows/*/pages/``.
 
 Flows such as web_classification fetch web pages; offline they fetch these copies instead.
-Run: ``python -m release.local_env.page_server --host 127.0.0.1 --port PORT [--flows-dir DIR]``.
+Run: ``python -m release.local_env.page_server --host 127.0.0.1 --port PORT [--flows-dir DIR] [--fd N]``
+(``--fd``: serve on an inherited, already listening socket instead of binding host:port).
 ``GET /health`` answers ``{"status": "ok", "pages": N}``.
 """
 
@@ -12,6 +13,7 @@ import json
 import mimetypes
 import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -67,9 +69,16 @@ class PageHandler(BaseHTTPRequestHandler):
         sys.stderr.write("pages: " + (format % args) + "\n")
 
 
-def make_server(host: str, port: int, flows_dir: Path) -> ThreadingHTTPServer:
+def make_server(
+    host: str, port: int, flows_dir: Path, sock: socket.socket | None = None
+) -> ThreadingHTTPServer:
+    """The page server on host:port, or on ``sock``: an already bound, listening socket."""
     handler = type("BoundPageHandler", (PageHandler,), {"flows_dir": flows_dir})
-    server = ThreadingHTTPServer((host, port), handler)
+    server = ThreadingHTTPServer((host, port), handler, bind_and_activate=sock is None)
+    if sock is not None:
+        server.socket.close()
+        server.socket = sock
+        server.server_address = sock.getsockname()[:2]
     server.daemon_threads = True
     return server
 
@@ -79,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--flows-dir", type=Path, default=REPO_ROOT / "flows")
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket")
     args = parser.parse_args(argv)
-    server = make_server(args.host, args.port, args.flows_dir.resolve())
+    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    server = make_server(args.host, args.port, args.flows_dir.resolve(), sock)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -122,8 +122,10 @@ def start(
     log_file: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> ProcessRecord:
-    """Start a detached process (own session), stdout/stderr appended to ``log_file``."""
+    """Start a detached process (own session), stdout/stderr appended to ``log_file``;
+    ``pass_fds``: file descriptors the process inherits (e.g. a listening socket)."""
     if marker not in " ".join(argv):
         raise ValueError(f"marker {marker!r} must appear in the command line {list(argv)}")
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +140,7 @@ def start(
                 cwd=str(cwd) if cwd else None,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=tuple(pass_fds),
             )
         except OSError as exc:
             raise UserError(f"cannot start {argv[0]}: {exc}") from None

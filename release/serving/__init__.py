@@ -1,5 +1,6 @@
 """The production server that runs inside a flow image (``python -m release.serving``).
 
-It serves ``POST /score`` and ``GET /health`` on ``$PORT`` (default 8080) with several
-pre-forked worker processes; connections are resolved from environment variables at start-up.
+gunicorn serves ``POST /score``, ``GET /health``, ``GET /version`` and ``GET /swagger.json`` (prompt
+flow's serving routes) on ``$PORT`` (default 8080) with several worker processes; connections are
+resolved from environment variables at start-up.
 """

@@ -1,4 +1,4 @@
-"""``python -m release.serving``: start the pre-fork server (see :mod:`release.serving.server`)."""
+"""``python -m release.serving``: serve the image's flow with gunicorn (see :mod:`release.serving.server`)."""
 
 import sys
 

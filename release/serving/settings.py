@@ -18,6 +18,7 @@ from release.engine.base import ConnectionSpec, FlowVariant
 from release.serving.telemetry import TelemetryConfig, TelemetryConfigError, config_from_environ
 
 DEFAULT_MANIFEST = "/app/serving.json"
+DEFAULT_THREADS = 8
 
 
 class StartupError(Exception):
@@ -42,6 +43,8 @@ class ServerSettings:
     port: int
     workers: int
     telemetry: TelemetryConfig | None = None  # None: no Application Insights connection string
+    threads: int = DEFAULT_THREADS  # request threads per worker
+    flow_name: str = "flow"  # for /swagger.json and /version
 
 
 def _int_env(environ: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -106,4 +109,6 @@ def load_settings(environ: dict[str, str] | None = None) -> ServerSettings:
         port=_int_env(env, "PORT", 8080, 1, 65535),
         workers=_int_env(env, "WORKERS", max(2, cpus), 1, 64),
         telemetry=telemetry,
+        threads=_int_env(env, "THREADS", DEFAULT_THREADS, 1, 256),
+        flow_name=str(manifest.get("flow") or flow_dir.name),
     )

@@ -247,9 +247,13 @@ def test_model_key_change_restarts_the_model_endpoint(
 
 
 def test_up_restarts_a_dead_component_only(tmp_path: Path) -> None:
-    ports = _free_ports()
+    # the ports stay bound from choosing them until the servers serve on them (no race)
+    held = net.reserve_ports(("registry", "router", "model", "pages"))
+    ports = {name: net.port_of(sock) for name, sock in held.items()}
     env = LocalEnvironment(
-        LocalSettings(state_dir=str(tmp_path), ports=LocalPorts(**ports)), log=lambda line: None
+        LocalSettings(state_dir=str(tmp_path), ports=LocalPorts(**ports)),
+        log=lambda line: None,
+        listeners=held,
     )
     try:
         env.up(only=["router", "pages"])
@@ -262,6 +266,7 @@ def test_up_restarts_a_dead_component_only(tmp_path: Path) -> None:
         assert after["router"] == before["router"] and after["pages"] != before["pages"]
     finally:
         env.down()
+        net.close_all(held.values())
     assert _ours(tmp_path, str(env.runtime_dir)) == []
 
 

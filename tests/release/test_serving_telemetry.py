@@ -1,6 +1,6 @@
 """Request telemetry of the flow server, at the HTTP boundary of Application Insights ingestion.
 
-The real server (``python -m release.serving``, two pre-forked workers, the tiny flow through
+The real server (``python -m release.serving``: gunicorn with two workers, the tiny flow through
 the real prompt flow engine) runs as a subprocess with ``APPLICATIONINSIGHTS_CONNECTION_STRING``
 pointing at a fake ingestion endpoint on 127.0.0.1 (``POST /v2.1/track``, gzip JSON envelopes).
 The batch delay is one minute, so the envelopes that arrive were flushed by the graceful stop.
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
+import socket
 import threading
 import time
 import uuid
@@ -27,16 +24,14 @@ from typing import Any
 import pytest
 import requests
 
-from release.local_env.net import free_port
 from release.serving.settings import StartupError, load_settings
 from release.serving.telemetry import config_from_environ
+from tests.release.serving_process import TINY_FLOW as FIXTURE_FLOW
+from tests.release.serving_process import manifest as serving_manifest
+from tests.release.serving_process import start_server
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURE_FLOW = Path(__file__).parent / "fixtures" / "tiny_flow"
 CANARY = "canary-" + uuid.uuid4().hex
 IKEY = "00000000-0000-0000-0000-000000000000"
-READY_WAIT_S = 60.0
-STOP_WAIT_S = 20.0
 
 
 @dataclass
@@ -97,23 +92,6 @@ class Served:
     log: str
 
 
-def _manifest(flow_dir: Path) -> dict[str, Any]:
-    return {
-        "flow_dir": str(flow_dir),
-        "variant": {"variants": {}, "params": {}},
-        "connection_overrides": {},
-        "connections": [
-            {
-                "name": "local_openai",
-                "category": "OpenAI",
-                "target": "http://127.0.0.1:9/v1",
-                "key_env": "LOCAL_OPENAI_API_KEY",
-                "base_env": "LOCAL_OPENAI_API_BASE",
-            }
-        ],
-    }
-
-
 @dataclass(frozen=True)
 class Run:
     statuses: list[int]  # of the /score requests sent, in order
@@ -128,41 +106,16 @@ def _run_server(
     """Start the server, wait until healthy, send ``sends`` to /score, stop it gracefully."""
     flow_dir = root / "flow"
     shutil.copytree(FIXTURE_FLOW, flow_dir)
-    manifest = root / "serving.json"
-    manifest.write_text(json.dumps(_manifest(flow_dir)))
-    port = free_port()
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": str(root),
-        "PYTHONPATH": str(REPO_ROOT),
-        "PF_HOME_DIRECTORY": str(root / ".promptflow"),
-        "PROMPTFLOW_RUN_MODE": "serving",
-        "GENAIOPS_SERVING_MANIFEST": str(manifest),
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
-        "WORKERS": "2",
         "LOCAL_OPENAI_API_KEY": CANARY,
         "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string,
         "OTEL_SERVICE_NAME": service_name,
         "OTEL_BSP_SCHEDULE_DELAY": "60000",  # only the flush on stop can send within this test
     }
-    log_file = root / "server.log"
-    with log_file.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "release.serving"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    server = start_server(root, flow_dir, env)
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + READY_WAIT_S
-        while True:
-            assert proc.poll() is None, log_file.read_text()[-3000:]
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert time.monotonic() < deadline, "server not ready in time:\n" + log_file.read_text()[-3000:]
-            time.sleep(0.2)
+        server.wait_ready()
+        url = server.url
         statuses: list[int] = []
         with requests.Session() as http:
             for body in sends:
@@ -177,13 +130,12 @@ def _run_server(
         if store is not None:
             with store.lock:
                 posts_before_stop = len(store.bodies)
-        proc.send_signal(signal.SIGTERM)
-        exit_code = proc.wait(timeout=STOP_WAIT_S)
-        return Run(statuses, posts_before_stop, exit_code, log_file.read_text(errors="replace"))
+        exit_code = server.stop()
+        return Run(statuses, posts_before_stop, exit_code, server.log())
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +246,7 @@ def test_telemetry_settings_from_environment() -> None:
 )
 def test_bad_telemetry_settings_stop_the_start(tmp_path: Path, variables: dict[str, str], named: str) -> None:
     manifest = tmp_path / "serving.json"
-    manifest.write_text(json.dumps(_manifest(FIXTURE_FLOW)))
+    manifest.write_text(json.dumps(serving_manifest(FIXTURE_FLOW)))
     env = {"GENAIOPS_SERVING_MANIFEST": str(manifest), "LOCAL_OPENAI_API_KEY": "k", **variables}
     with pytest.raises(StartupError) as raised:
         load_settings(env)
@@ -303,9 +255,11 @@ def test_bad_telemetry_settings_stop_the_start(tmp_path: Path, variables: dict[s
 
 
 def test_unreachable_ingestion_fails_no_request_and_stop_stays_bounded(tmp_path: Path) -> None:
-    closed = free_port()  # nothing listens there: every export is refused
-    connection_string = f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{closed}/"
-    run = _run_server(tmp_path, connection_string, "green", [{"text": "hi"}, {"text": "fail"}], None)
+    with socket.socket() as bound:  # bound, never listening: every export is refused
+        bound.bind(("127.0.0.1", 0))
+        closed = bound.getsockname()[1]
+        connection_string = f"InstrumentationKey={IKEY};IngestionEndpoint=http://127.0.0.1:{closed}/"
+        run = _run_server(tmp_path, connection_string, "green", [{"text": "hi"}, {"text": "fail"}], None)
     assert run.statuses == [200, 500]
     assert run.exit_code == 0, run.log[-3000:]  # stopped before the master's kill deadline
     assert connection_string not in run.log and IKEY not in run.log and f":{closed}/" not in run.log
