@@ -16,14 +16,18 @@ What is real:
   task sets; Publish/Download Pipeline Artifact and upload/download-artifact copy folders the
   way the services do (``.artifactignore``, hidden files, ``!`` exclusions; file modes are
   lost); ManualValidation@1 must run in an agentless job. An unknown task or action fails.
-- Cheap commands run for real: ``make install`` (see below), ``genaiops flow-changed``,
-  ``make plan`` (synth, checkov scan, terraform init/plan/show, plan encryption), ``make apply``
-  (decrypt, terraform init, apply), the shell glue.
+- Cheap commands run for real: ``make install`` (see below), ``genaiops flow-changed``, the
+  Terraform half of ``make plan`` (preflight, init, plan, show, plan encryption: see below),
+  ``make apply`` (decrypt, terraform init, apply), the shell glue.
 
 What is NOT real (stated, and listed in :attr:`Run.dry_runs`):
 - ``make install``: the pip install is replaced by a venv that links the test run's installed
   packages (created when the step runs, so nothing exists before it); ``make install`` itself
   then runs and finds nothing to do.
+- ``make plan``: ``make -n plan`` plus ``rehearsal_plan.py``, which copies the stack synthesized
+  once per test session (real CDKTF synth, :meth:`Machine.synthesize`) and runs
+  ``infra.terraform.preflight/plan`` as ``genaiops plan`` does; synth per job (tens of seconds)
+  and the checkov scan (tests/infra) are not repeated.
 - Heavy or Azure-calling commands run as a dry run: ``make <target>`` as ``make -n <target>``
   (the recipe's programs must exist), ``genaiops <cmd> ...`` only checks that the executable
   exists; the caller also parses every such line with the real CLI parser
