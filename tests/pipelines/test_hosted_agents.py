@@ -230,3 +230,41 @@ def test_run_numbers_use_only_tokens_azure_devops_expands(azure_pipelines: dict[
     for name, expansion in azure_pipelines.items():
         tokens = set(re.findall(r"\$\(([^)]+)\)", expansion.document["name"]))
         assert tokens <= allowed, f"{name}: run number uses {tokens - allowed} (not expanded there)"
+
+
+def test_image_record_artifacts_are_the_folder_the_cli_writes_and_reads(
+    pm: ModuleType, azure_pipelines: dict[str, Any], github_workflows: dict[str, Any]
+) -> None:
+    """build/push write, promote/deploy read `release.image.records_dir(env)`: the artifacts carry
+    exactly that folder (the rehearsal runs those commands dry, so this is checked here)."""
+    import os
+
+    from release.config import REPO_ROOT
+    from release.image import records_dir
+
+    saved = os.environ.pop("GENAIOPS_IMAGES_DIR", None)
+    try:
+        expected = {env: records_dir(env).relative_to(REPO_ROOT).as_posix() for env in ("dev", "prod")}
+    finally:
+        if saved is not None:
+            os.environ["GENAIOPS_IMAGES_DIR"] = saved
+    seen = 0
+    for name in ("dev", "prod"):
+        for step in pm.steps_of(azure_pipelines[name].document):
+            inputs = step.get("inputs") or {}
+            artifact = inputs.get("artifact") or inputs.get("artifactName") or ""
+            if artifact.startswith("images-"):
+                env = artifact.split("-")[1]
+                assert (inputs.get("targetPath")) == expected[env], (name, step)
+                seen += 1
+    release = github_workflows["_flow-release"]
+    for job in release["jobs"].values():
+        for step in job["steps"]:
+            if "artifact@" in str(step.get("uses")) and str(step["with"]["name"]).startswith("images-"):
+                assert step["with"]["path"] in (
+                    ".genaiops/images/${{ inputs.env }}",
+                    f"{expected['dev']}",
+                ), step
+                seen += 1
+    assert expected == {"dev": ".genaiops/images/dev", "prod": ".genaiops/images/prod"}
+    assert seen >= 8
