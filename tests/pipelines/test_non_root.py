@@ -20,6 +20,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 SETPRIV = shutil.which("setpriv") or "/usr/bin/setpriv"
+pytestmark = pytest.mark.skipif(
+    not (REPO / ".git").exists() or not list((REPO / ".venv" / "lib").glob("python3.*/site-packages")),
+    reason="needs a git checkout with its installed .venv",
+)
 FAKE_SUDO = """#!/bin/sh
 # recording stand-in for sudo (tests only)
 echo "$*" >> "$SUDO_LOG"
