@@ -3,6 +3,16 @@
 Runs only where a terraform binary (>= 1.11) and Azure credentials exist; otherwise
 :func:`preflight` raises a :class:`UserError` that says what is missing.
 Connection keys are passed as ``TF_VAR_secret_<var>`` in the child's environment only.
+
+The Terraform version is pinned in ONE place, ``.terraform-version`` at the repository root
+(read by the Azure DevOps and GitHub pipelines' installer steps and by :func:`preflight`; a saved
+plan can only be applied by the Terraform version that wrote it).
+
+What the apply stage needs from the plan stage (the CI artifact, see :data:`ARTIFACT_IGNORE`):
+``cdk.tf.json``, ``.terraform.lock.hcl`` (provider checksums) and the saved plan, encrypted as
+``plan.tfplan.enc`` in CI (``infra/plan_crypto.py``). Never ``.terraform/``: artifacts lose file
+modes, and provider binaries are re-initialised by ``terraform init`` against the same backend
+before apply (https://developer.hashicorp.com/terraform/cli/init).
 """
 
 from __future__ import annotations
@@ -11,17 +21,25 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from infra import naming
+from infra import naming, plan_crypto
 from release.config import EnvironmentConfig, EnvSecret, config_path
 from release.errors import CheckFailed, UserError
 
 MIN_VERSION = (1, 11)
+VERSION_FILE = Path(__file__).resolve().parents[1] / ".terraform-version"
 PLAN_FILE = "plan.tfplan"
+ENCRYPTED_PLAN_FILE = PLAN_FILE + ".enc"
+LOCK_FILE = ".terraform.lock.hcl"
+SUMMARY_FILE = "plan-summary.txt"
+# Azure Pipelines' PublishPipelineArtifact honours `.artifactignore` in the published folder;
+# the GitHub workflow lists the same two exclusions in upload-artifact's `path`.
+ARTIFACT_IGNORE = (".terraform/", PLAN_FILE)
 INIT_TIMEOUT = 900
 PLAN_TIMEOUT = 1800
 APPLY_TIMEOUT = 7200
@@ -32,6 +50,7 @@ _CREDENTIAL_SETS = (
     ("ARM_CLIENT_ID", "ARM_OIDC_TOKEN"),
     ("ARM_CLIENT_ID", "ARM_OIDC_TOKEN_FILE_PATH"),
     ("ARM_CLIENT_ID", "ARM_OIDC_REQUEST_TOKEN"),
+    ("ARM_CLIENT_ID", "ACTIONS_ID_TOKEN_REQUEST_TOKEN"),  # GitHub OIDC (ARM_USE_OIDC)
     ("ARM_USE_MSI",),
 )
 
@@ -50,6 +69,32 @@ def terraform_version(binary: str) -> tuple[int, int]:
     except (ValueError, KeyError, json.JSONDecodeError):
         raise UserError(f"could not read `{binary} version -json`: {proc.stderr.strip()[:200]}") from None
     return major, minor
+
+
+def pinned_version(path: Path = VERSION_FILE) -> str:
+    """The Terraform version every pipeline installs, from ``.terraform-version`` (e.g. "1.11.4")."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise UserError(f"{path} is missing: it pins the Terraform version (e.g. 1.11.4)") from None
+    parts = text.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise UserError(f"{path}: {text!r} is not an exact version MAJOR.MINOR.PATCH (e.g. 1.11.4)")
+    if (int(parts[0]), int(parts[1])) < MIN_VERSION:
+        raise UserError(
+            f"{path}: {text} is older than the {MIN_VERSION[0]}.{MIN_VERSION[1]} this stack needs"
+        )
+    return text
+
+
+def full_version(binary: str) -> str:
+    proc = subprocess.run(
+        [binary, "version", "-json"], capture_output=True, text=True, timeout=60, check=False
+    )
+    try:
+        return str(json.loads(proc.stdout)["terraform_version"])
+    except (KeyError, json.JSONDecodeError):
+        raise UserError(f"could not read `{binary} version -json`: {proc.stderr.strip()[:200]}") from None
 
 
 def azure_credentials(environ: Mapping[str, str]) -> str | None:
@@ -82,12 +127,25 @@ def preflight(environ: Mapping[str, str] | None = None) -> str:
             "synth and scan passed, but `terraform` is not on PATH: install Terraform >= "
             f"{MIN_VERSION[0]}.{MIN_VERSION[1]} to plan/apply (nothing was planned)"
         )
-    version = terraform_version(binary)
+    found = full_version(binary)
+    try:
+        version = (int(found.split(".")[0]), int(found.split(".")[1]))
+    except (IndexError, ValueError):
+        raise UserError(f"`{binary} version -json` reported {found!r}, not a version") from None
     if version < MIN_VERSION:
         raise UserError(
             f"synth and scan passed, but terraform {version[0]}.{version[1]} is too old: "
             f"{MIN_VERSION[0]}.{MIN_VERSION[1]} or newer is needed (ephemeral variables)"
         )
+    pinned = pinned_version()
+    if found != pinned:
+        message = (
+            f"terraform {found} is on PATH but {VERSION_FILE.name} pins {pinned}: install {pinned} "
+            "(the pipelines do; a saved plan applies only with the version that wrote it)"
+        )
+        if plan_crypto.running_in_ci(environ):
+            raise UserError(message)
+        print(f"warning: {message}", file=sys.stderr)
     if azure_credentials(environ) is None:
         raise UserError(
             "synth and scan passed, but no Azure credentials were found: set ARM_CLIENT_ID with "
@@ -129,8 +187,15 @@ def _run(binary: str, stack_dir: Path, args: list[str], env: Mapping[str, str], 
 
 
 def plan(cfg: EnvironmentConfig, stack_dir: Path, binary: str) -> str:
-    """``terraform init`` (the stack's azurerm backend) + ``plan -out``; returns the summary."""
+    """``terraform init`` (the stack's azurerm backend) + ``plan -out``; returns the summary.
+
+    In CI (or whenever ``GENAIOPS_PLAN_KEY`` is set) the saved plan is encrypted to
+    ``plan.tfplan.enc`` and the plaintext deleted, so that the published artifact holds no secret.
+    """
+    key = plan_crypto.plan_key(os.environ, required=plan_crypto.running_in_ci(os.environ))
     env = {**os.environ, **secret_variables(cfg, os.environ), "TF_IN_AUTOMATION": "1"}
+    for stale in (PLAN_FILE, ENCRYPTED_PLAN_FILE, SUMMARY_FILE):
+        (stack_dir / stale).unlink(missing_ok=True)
     _run(binary, stack_dir, ["init", "-input=false", "-reconfigure"], env, INIT_TIMEOUT)
     _run(binary, stack_dir, ["plan", "-input=false", f"-out={PLAN_FILE}"], env, PLAN_TIMEOUT)
     proc = subprocess.run(
@@ -143,17 +208,63 @@ def plan(cfg: EnvironmentConfig, stack_dir: Path, binary: str) -> str:
     )
     if proc.returncode != 0:
         raise CheckFailed(f"terraform show failed on {stack_dir / PLAN_FILE}")
-    return summarize(json.loads(proc.stdout))
+    summary = summarize(json.loads(proc.stdout))
+    (stack_dir / SUMMARY_FILE).write_text(summary + "\n", encoding="utf-8")
+    (stack_dir / ".artifactignore").write_text("\n".join(ARTIFACT_IGNORE) + "\n", encoding="utf-8")
+    if not (stack_dir / LOCK_FILE).is_file():
+        raise CheckFailed(
+            f"terraform init wrote no {LOCK_FILE} in {stack_dir}: apply could not verify providers"
+        )
+    if key is not None:
+        plan_crypto.encrypt_file(stack_dir / PLAN_FILE, stack_dir / ENCRYPTED_PLAN_FILE, key)
+        (stack_dir / PLAN_FILE).unlink()
+        summary += f"\nthe saved plan is encrypted ({ENCRYPTED_PLAN_FILE}, key ${plan_crypto.KEY_ENV})"
+    return summary
+
+
+def saved_plan(stack_dir: Path) -> Path | None:
+    """The saved plan in ``stack_dir`` (encrypted or not), or None."""
+    for name in (ENCRYPTED_PLAN_FILE, PLAN_FILE):
+        if (stack_dir / name).is_file():
+            return stack_dir / name
+    return None
 
 
 def apply(cfg: EnvironmentConfig, stack_dir: Path, binary: str) -> None:
-    """Apply exactly the saved plan of ``genaiops plan``, then delete it."""
-    saved = stack_dir / PLAN_FILE
-    if not saved.is_file():
-        raise UserError(f"{saved} does not exist: run `make plan ENV={cfg.environment}` first")
+    """Apply exactly the saved plan of ``genaiops plan`` (restored from the CI artifact), then delete it.
+
+    Runs ``terraform init -input=false -lockfile=readonly`` first: a fresh CI job has no
+    ``.terraform/`` (providers, backend), and the lock file from the plan stage must pin the
+    providers init installs. An encrypted plan is decrypted with ``GENAIOPS_PLAN_KEY`` into a
+    0600 file that is removed whatever happens.
+    Errors: :class:`UserError` when the plan, the lock file or the key is missing;
+    :class:`CheckFailed` when terraform fails.
+    """
+    saved = saved_plan(stack_dir)
+    if saved is None:
+        raise UserError(
+            f"{stack_dir / PLAN_FILE} does not exist: run `make plan ENV={cfg.environment}` first "
+            "(in CI: the apply stage downloads the plan stage's artifact into this folder)"
+        )
+    if not (stack_dir / LOCK_FILE).is_file():
+        raise UserError(
+            f"{stack_dir / LOCK_FILE} is missing: the plan artifact must carry the dependency lock "
+            "file (GitHub upload-artifact needs include-hidden-files: true); run the plan again"
+        )
     env = {**os.environ, **secret_variables(cfg, os.environ), "TF_IN_AUTOMATION": "1"}
-    _run(binary, stack_dir, ["apply", "-input=false", PLAN_FILE], env, APPLY_TIMEOUT)
-    saved.unlink()
+    plain = stack_dir / PLAN_FILE
+    try:
+        if saved.name == ENCRYPTED_PLAN_FILE:
+            key = plan_crypto.plan_key(os.environ, required=True)
+            assert key is not None
+            plan_crypto.decrypt_file(saved, plain, key)
+        _run(binary, stack_dir, ["init", "-input=false", "-lockfile=readonly"], env, INIT_TIMEOUT)
+        _run(binary, stack_dir, ["apply", "-input=false", PLAN_FILE], env, APPLY_TIMEOUT)
+    finally:
+        if saved.name == ENCRYPTED_PLAN_FILE:
+            plain.unlink(missing_ok=True)
+    saved.unlink(missing_ok=True)
+    plain.unlink(missing_ok=True)
 
 
 def summarize(plan_json: Mapping[str, Any]) -> str:

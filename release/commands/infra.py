@@ -97,9 +97,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from infra.app import stack_dir
 
     binary = terraform.preflight()
-    print(terraform.plan(cfg, stack_dir(cfg.environment), binary))
+    stack = stack_dir(cfg.environment)
+    print(terraform.plan(cfg, stack, binary))
     print(
-        f"saved {os.path.relpath(stack_dir(cfg.environment) / terraform.PLAN_FILE)}; "
+        f"saved {os.path.relpath(terraform.saved_plan(stack) or stack)}; "
         f"apply it with `make apply ENV={cfg.environment}`"
     )
     return 0
@@ -110,8 +111,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from infra import terraform
     from infra.app import stack_dir
 
-    saved = stack_dir(cfg.environment) / terraform.PLAN_FILE
-    if not saved.is_file():
+    if terraform.saved_plan(stack_dir(cfg.environment)) is None:
+        saved = stack_dir(cfg.environment) / terraform.PLAN_FILE
         raise UserError(
             f"{os.path.relpath(saved)} does not exist: run `make plan ENV={cfg.environment}` first"
         )

@@ -519,3 +519,57 @@ def azure_units(document: dict[str, Any]) -> dict[str, list[str]]:
 
 def github_units(document: dict[str, Any]) -> dict[str, list[str]]:
     return {name: job_scripts(job) for name, job in (document.get("jobs") or {}).items()}
+
+
+# --------------------------------------------------------------------------- github permissions
+
+PERMISSION_LEVELS = {"none": 0, "read": 1, "write": 2}
+# GitHub's "restricted" default for GITHUB_TOKEN when a workflow sets no `permissions`.
+RESTRICTED_DEFAULT = {"contents": "read", "packages": "read", "metadata": "read"}
+
+
+def _level(permissions: Any, scope: str) -> int:
+    if permissions == "write-all":
+        return 2
+    if permissions == "read-all":
+        return 1
+    if not isinstance(permissions, dict):
+        return 0
+    return PERMISSION_LEVELS.get(str(permissions.get(scope, "none")), 0)
+
+
+def permission_violations(caller: Path, workflow: dict[str, Any]) -> list[str]:
+    """Reusable-workflow jobs asking for more than their caller grants (GitHub then rejects the file).
+
+    GitHub: the permissions of a called workflow's jobs can only be the same or lower than the
+    caller's ("The nested job 'image' is requesting 'actions: read', but is only allowed
+    'actions: none'"); https://docs.github.com/actions/using-workflows/reusing-workflows
+    """
+    problems = []
+    for name, job in (workflow.get("jobs") or {}).items():
+        uses = job.get("uses")
+        if not (isinstance(uses, str) and uses.startswith("./")):
+            continue
+        granted = job.get("permissions", workflow.get("permissions", RESTRICTED_DEFAULT))
+        called = load_workflow(REPO / uses[2:])
+        for inner, spec in (called.get("jobs") or {}).items():
+            asked = spec.get("permissions", called.get("permissions"))
+            if asked is None:
+                continue
+            scopes = asked.keys() if isinstance(asked, dict) else PERMISSION_SCOPES
+            for scope in scopes:
+                if _level(asked, scope) > _level(granted, scope):
+                    allowed = {v: k for k, v in PERMISSION_LEVELS.items()}[_level(granted, scope)]
+                    problems.append(
+                        f"{caller.name}: job '{name}' -> {uses}: nested job '{inner}' is requesting "
+                        f"'{scope}: {asked[scope] if isinstance(asked, dict) else asked}', "
+                        f"but is only allowed '{scope}: {allowed}'"
+                    )
+    return problems
+
+
+PERMISSION_SCOPES = (
+    "actions", "attestations", "checks", "contents", "deployments", "id-token", "issues",
+    "discussions", "packages", "pages", "pull-requests", "repository-projects",
+    "security-events", "statuses",
+)  # fmt: skip

@@ -57,11 +57,15 @@ def test_compiler_rejects_bad_template_use(
         pm.AzureExpander().expand_pipeline(tmp_path / "p.yml")
 
 
-def test_triggers(azure_pipelines: dict[str, Any]) -> None:
-    pr, dev, prod = (azure_pipelines[n].document for n in ("pr", "dev", "prod"))
+def test_triggers(pm: ModuleType, azure_pipelines: dict[str, Any]) -> None:
+    pr, dev, prod, nightly = (azure_pipelines[n].document for n in ("pr", "dev", "prod", "nightly"))
     assert pr["trigger"] == "none" and pr["pr"]["branches"]["include"] == ["development"]
     assert dev["pr"] == "none" and dev["trigger"]["branches"]["include"] == ["development"]
     assert prod["pr"] == "none" and set(prod["trigger"]["branches"]["include"]) == {"main", "release/*"}
+    assert nightly["trigger"] == "none" and nightly["pr"] == "none"
+    (schedule,) = nightly["schedules"]
+    assert schedule["branches"]["include"] == ["development"] and schedule["always"] is True
+    assert ("make", "integration") in pm.kinds(pm.step_scripts(nightly))
 
 
 def test_stages_that_deploy_depend_on_the_stage_that_gates(
@@ -132,7 +136,7 @@ def test_prod_deploys_behind_environment_with_automatic_rollback(
     assert ("make", "build") not in kinds and ("genaiops", "push") not in kinds, (
         "prod promotes, never rebuilds"
     )
-    assert ("make", "promote") in kinds
+    assert ("genaiops", "promote") in kinds
     apply_steps = by_name["apply"]["jobs"][0]["strategy"]["runOnce"]["deploy"]["steps"]
     download = next(s for s in apply_steps if s.get("task") == "DownloadPipelineArtifact@2")
     assert download["inputs"]["artifactName"] == "plan-prod"
@@ -146,10 +150,20 @@ def test_azure_sign_in_is_workload_identity_and_secrets_stay_out_of_logs(
         assert "servicePrincipalKey" not in text and "client_secret" not in text.lower(), name
         for step in pm.steps_of(expansion.document):
             if str(step.get("task", "")).startswith("AzureCLI@"):
-                assert step["inputs"]["addSpnToEnvironment"] is True
+                assert step["inputs"]["keepAzSessionActive"] is True, "the CLI session must refresh"
+                assert step["inputs"].get("addSpnToEnvironment") is not True, "no static idToken"
                 assert step["inputs"]["azureSubscription"] in ("genaiops-dev", "genaiops-prod")
-                for var, value in (step.get("env") or {}).items():
+                env = dict(step.get("env") or {})
+                assert env.pop("ARM_OIDC_REQUEST_TOKEN") == "$(System.AccessToken)"
+                assert env.pop("SYSTEM_OIDCREQUESTURI") == "$(System.OidcRequestUri)"
+                for var, value in env.items():
                     assert value == f"$({var})", "secrets are mapped by name only"
+                script = step["inputs"]["inlineScript"]
+                assert (
+                    'ARM_OIDC_AZURE_SERVICE_CONNECTION_ID="$AZURESUBSCRIPTION_SERVICE_CONNECTION_ID"'
+                    in script
+                )
+                assert "ARM_OIDC_TOKEN" not in script and "idToken" not in script
         for script in pm.step_scripts(expansion.document):
             for command in pm.commands(script):
                 if command.tool == "set":
@@ -264,7 +278,7 @@ def test_artifacts_come_from_a_stage_the_consumer_depends_on(
                 else:
                     alias = inputs["definition"].split(".")[2]
                     assert alias in aliases, f"{name}: pipeline resource {alias!r} is not declared"
-        if name != "pr":
+        if name in ("dev", "prod"):
             assert downloads >= 3, name
     prod = azure_pipelines["prod"].document
     assert prod["resources"]["pipelines"][0]["source"] == "genaiops-dev"

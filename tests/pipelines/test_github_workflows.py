@@ -64,7 +64,7 @@ def test_jobs_that_deploy_need_the_job_that_gates(
     pr_kinds = set().union(*(pm.kinds(s) for s in pm.github_units(github_workflows["pr"]).values()))
     assert ("genaiops", "gate") in pr_kinds and not pr_kinds & (pm.DEPLOYS | pm.PROMOTES)
     prod_kinds = set().union(*(pm.kinds(s) for s in pm.github_units(github_workflows["prod"]).values()))
-    assert ("make", "promote") in prod_kinds and ("make", "rollback") in prod_kinds
+    assert ("genaiops", "promote") in prod_kinds and ("make", "rollback") in prod_kinds
 
 
 def test_azure_login_is_oidc_and_actions_are_pinned(github_workflows: dict[str, dict[str, Any]]) -> None:
