@@ -3,6 +3,7 @@
 Both are measured in this run, each as a fresh Python process (wall time, start to exit),
 plus the share of the all-environments process spent importing cdktf and the providers.
 Target: all environments <= 1.5x one environment. Prints the ratios; exits 1 if missed.
+Configs are loaded in example mode (documented example values for unset variables).
 
     .venv/bin/python bench/synth.py [--repeat N]
 """
@@ -32,7 +33,7 @@ t_import = time.perf_counter() - t0
 from infra.app import synth
 from release.config import available_environments, load_config
 names = {names!r} or available_environments()
-configs = [c for c in (load_config(n) for n in names) if c.kind == "azure"]
+configs = [c for c in (load_config(n, example=True) for n in names) if c.kind == "azure"]
 paths = synth(configs, __import__("pathlib").Path({out!r}))
 print(json.dumps({{"import": t_import, "inside": time.perf_counter() - t0, "stacks": sorted(paths)}}))
 """

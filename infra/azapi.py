@@ -4,6 +4,10 @@ An azapi resource is a plain :class:`cdktf.TerraformResource` whose arguments ar
 ``add_override``; the provider is a hand-written :class:`cdktf.TerraformProvider` for
 ``Azure/azapi``. Bodies are Python dicts in the REST shape of the resource type's api-version.
 Write-only values (keys) go to ``sensitive_body``, which azapi sends but never stores in state.
+Each write-only value also gets a ``sensitive_body_version`` entry (JSON path -> version string):
+azapi re-sends the value only when that version changes (key rotation: bump the version), and
+with a version set it keeps no hash of the value in private state (azapi >= 2.5,
+https://registry.terraform.io/providers/Azure/azapi/latest/docs/resources/resource#sensitive_body_version).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class AzapiResource(cdktf.TerraformResource):
         location: str | None = None,
         identity: str | None = None,
         sensitive_body: Mapping[str, Any] | None = None,
+        sensitive_body_version: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         depends_on: Sequence[cdktf.ITerraformDependable] | None = None,
     ) -> None:
@@ -77,7 +82,10 @@ class AzapiResource(cdktf.TerraformResource):
         if identity is not None:
             self.add_override("identity", [{"type": identity}])
         if sensitive_body:
+            if not sensitive_body_version:
+                raise ValueError(f"{id}: sensitive_body needs sensitive_body_version (path -> version)")
             self.add_override("sensitive_body", dict(sensitive_body))
+            self.add_override("sensitive_body_version", dict(sensitive_body_version))
         if tags:
             self.add_override("tags", dict(tags))
         # keep the diff to the properties we declare; the release tooling owns e.g. traffic

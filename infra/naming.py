@@ -1,7 +1,9 @@
 """Azure resource names derived from the config, in one place (infra and release both use them).
 
 Globally unique names (storage, registry, vault) get a short stable suffix derived from the
-subscription and resource group, so two subscriptions using the same prefix do not collide.
+subscription and resource group (which holds the environment), so two teams using the same
+prefix do not collide. Every name here is checked against Azure's rules before synth by
+:func:`release.azure.names.check` (characters, length, uniqueness among the flows).
 """
 
 from __future__ import annotations
@@ -52,6 +54,37 @@ def ml_workspace(cfg: EnvironmentConfig) -> str:
 
 def service_plan(cfg: EnvironmentConfig, flow: str) -> str:
     return f"{cfg.endpoint_name(flow)}-plan"
+
+
+# --------------------------------------------------------------------------- private profile
+
+
+def virtual_network(cfg: EnvironmentConfig) -> str:
+    return f"{base(cfg)}-vnet"
+
+
+SUBNETS = ("private_endpoints", "app_service", "agents", "compute")
+
+
+def subnet(kind: str) -> str:
+    """``private_endpoints`` -> ``snet-private-endpoints`` (one subnet per kind in :data:`SUBNETS`)."""
+    return f"snet-{kind.replace('_', '-')}"
+
+
+def network_security_group(cfg: EnvironmentConfig) -> str:
+    return f"{base(cfg)}-nsg"
+
+
+def private_endpoint(cfg: EnvironmentConfig, what: str) -> str:
+    return f"{base(cfg)}-pe-{what.replace('_', '-')}"
+
+
+def agent_scale_set(cfg: EnvironmentConfig) -> str:
+    return f"{base(cfg)}-agents-vmss"
+
+
+def agent_identity(cfg: EnvironmentConfig) -> str:
+    return f"{base(cfg)}-agents-id"
 
 
 def tf_variable(env_var: str) -> str:

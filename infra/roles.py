@@ -27,16 +27,18 @@ ROLES: dict[str, Role] = {
         Role(
             "AcrPull",
             "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-            "endpoint / web app / batch cluster identities pull the flow or job environment "
-            "image from the registry (admin user is off); nothing more",
+            "web app / slot, batch cluster and attached Kubernetes compute identities pull the "
+            "flow or job image (admin user is off); the prod deployer pulls from the dev "
+            "registry to promote; endpoint identities get it from Azure ML itself",
         ),
         Role(
             "Storage Blob Data Reader",
             "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
-            "endpoint identities read model and flow artifacts from workspace storage (read only)",
+            "readers: experiment data and reports (read only); endpoint identities get it from "
+            "Azure ML itself",
         ),
         Role(
-            "Azure ML Workspace Connection Secrets Reader",
+            "Azure Machine Learning Workspace Connection Secrets Reader",
             "ea01e6af-a1c1-4350-9563-ad00f8c72ec5",
             "a deployed flow, or a prompt flow parallel job on the batch cluster, resolves its "
             "prompt flow connections (keys) through the workspace; read only",
@@ -44,18 +46,19 @@ ROLES: dict[str, Role] = {
         Role(
             "Key Vault Secrets User",
             "4633458b-17de-408a-b874-0445c86b69e6",
-            "read secret values on RBAC vaults; 'Key Vault Reader' cannot read secret values",
+            "web app / slot identities resolve their Key Vault references (RBAC vaults); "
+            "'Key Vault Reader' cannot read secret values",
         ),
         Role(
-            "AzureML Metrics Writer",
+            "AzureML Metrics Writer (preview)",
             "635dd51f-9968-44d3-b7fb-6d9a6bd613ae",
-            "managed online deployments and batch jobs write metrics to the workspace",
+            "batch cluster jobs write metrics to the workspace (endpoints get it from Azure ML)",
         ),
         Role(
             "Monitoring Metrics Publisher",
             "3913510d-42f4-4e42-8a64-420c390055eb",
-            "web app / slot identities send telemetry to Application Insights, whose local "
-            "(key) auth is off, so ingestion needs Entra ID; scoped to that one component",
+            "web app / slot and endpoint identities send request telemetry to Application "
+            "Insights, whose local (key) auth is off, so ingestion needs Entra ID; one component",
         ),
         # --- the deploying service principal (release tooling) -------------------------
         Role(
@@ -76,12 +79,6 @@ ROLES: dict[str, Role] = {
             "deployer: pushes flow images to the environment's registry (includes pull)",
         ),
         Role(
-            "Key Vault Secrets Officer",
-            "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",
-            "deployer, and the identity running terraform apply (it writes the secrets App "
-            "Service references): sets secrets in the vault; no keys, certificates or purge",
-        ),
-        Role(
             "Storage Blob Data Contributor",
             "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
             "deployer: uploads experiment data and reports to workspace storage; batch "
@@ -91,7 +88,8 @@ ROLES: dict[str, Role] = {
         Role(
             "Website Contributor",
             "de139f84-1756-47ae-9be6-808fbbe84772",
-            "deployer: sets the image of one web app / slot and swaps slots; scoped to that app",
+            "deployer: sets the image of one web app and its slot and swaps them; scoped to the "
+            "app (covers its slots)",
         ),
         # --- readers of experiment results ---------------------------------------------
         Role(

@@ -1,4 +1,6 @@
-"""The policy gate: checkov on a synthesized stack, with the repo's policy file and custom checks."""
+"""The policy gate: checkov on a synthesized stack, with the policy of its network profile
+(``infra/policy/<profile>.yaml``, read from the stack's ``network_profile`` output) and the
+custom checks in ``infra/policy/checks/``."""
 
 from __future__ import annotations
 
@@ -13,8 +15,28 @@ from pathlib import Path
 from release.errors import CheckFailed, UserError
 
 POLICY_DIR = Path(__file__).resolve().parent / "policy"
-POLICY_FILE = POLICY_DIR / "checkov.yaml"
+PROFILES = ("public", "private")
 CHECKS_DIR = POLICY_DIR / "checks"
+
+
+def policy_file(profile: str) -> Path:
+    """``infra/policy/public.yaml`` or ``infra/policy/private.yaml``."""
+    if profile not in PROFILES:
+        raise UserError(f"no checkov policy for network profile {profile!r}; expected one of {PROFILES}")
+    return POLICY_DIR / f"{profile}.yaml"
+
+
+def stack_profile(stack_dir: Path) -> str:
+    """The network profile a synthesized stack was built for (its ``network_profile`` output)."""
+    try:
+        doc = json.loads((stack_dir / "cdk.tf.json").read_text())
+        return str(doc["output"]["network_profile"]["value"])
+    except (OSError, KeyError, json.JSONDecodeError):
+        raise UserError(
+            f"{stack_dir}/cdk.tf.json has no network_profile output; synthesize it again (`genaiops synth`)"
+        ) from None
+
+
 TIMEOUT_SECONDS = 300
 
 
@@ -51,15 +73,17 @@ def checkov_binary() -> str:
 
 
 def run_checkov(stack_dir: Path) -> ScanResult:
-    """Scan ``stack_dir`` (holding cdk.tf.json) offline; returns passed count and failures."""
+    """Scan ``stack_dir`` (holding cdk.tf.json) offline with its profile's policy; returns the
+    passed count and the failures."""
     if not (stack_dir / "cdk.tf.json").is_file():
         raise UserError(f"{stack_dir}/cdk.tf.json does not exist; run `genaiops synth` first")
+    policy = policy_file(stack_profile(stack_dir))
     command = [
         checkov_binary(),
         "-d",
         str(stack_dir),
         "--config-file",
-        str(POLICY_FILE),
+        str(policy),
         "--external-checks-dir",
         str(CHECKS_DIR),
         "--framework",
@@ -102,7 +126,6 @@ def gate(env: str, stack_dir: Path) -> ScanResult:
     """Run the scan and raise :class:`CheckFailed` naming every failed check."""
     result = run_checkov(stack_dir)
     if not result.ok:
-        raise CheckFailed(
-            result.summary(env) + f"\npolicy: {POLICY_FILE.relative_to(POLICY_DIR.parent.parent)}"
-        )
+        policy = policy_file(stack_profile(stack_dir))
+        raise CheckFailed(result.summary(env) + f"\npolicy: {policy.relative_to(POLICY_DIR.parent.parent)}")
     return result

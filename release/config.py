@@ -9,6 +9,12 @@ path and what is allowed, for example::
 
 Secrets are never values in this file: a connection names where its key lives
 (``secret: {env: VAR}`` or ``secret: {key_vault_secret: NAME}``).
+
+Example mode (``GENAIOPS_EXAMPLE=1``, or ``load_config(..., example=True)``): a ``${VAR}`` that is
+not set takes its documented value from :data:`EXAMPLE_VALUES` instead of being an error, so
+tests and examples can synthesize offline. A config loaded that way (or one whose values are
+known placeholders, such as the all-zero GUID) is refused by :func:`require_deployable`, which
+every command that talks to Azure calls first (plan, apply, release, promote, doctor).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     field_validator,
     model_validator,
@@ -41,6 +48,37 @@ _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME_RE = re.compile(r"^[a-z][a-z0-9]{1,11}$")
 _CONNECTION_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{2,32}$")
 _GUID_RE = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+EXAMPLE_ENV = "GENAIOPS_EXAMPLE"
+_EXAMPLE_SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
+# The documented example value of every variable config/dev.yaml and config/prod.yaml read
+# (docs/config.md "Example mode"). Used ONLY in example mode, for variables that are not set.
+EXAMPLE_VALUES: dict[str, str] = {
+    "AZURE_SUBSCRIPTION_ID": _EXAMPLE_SUBSCRIPTION,
+    "AZURE_TENANT_ID": _EXAMPLE_SUBSCRIPTION,
+    "GENAIOPS_NAME_PREFIX": "gaops",
+    "TFSTATE_RESOURCE_GROUP": "gaops-tfstate-rg",
+    "TFSTATE_STORAGE_ACCOUNT": "gaopstfstate",
+    "DEPLOYER_OBJECT_ID": "11111111-1111-1111-1111-111111111111",
+    "PROD_DEPLOYER_OBJECT_ID": "22222222-2222-2222-2222-222222222222",
+    "AOAI_ENDPOINT": "https://gaops-example-aoai.openai.azure.com/",
+    "AOAI_RESOURCE_ID": (
+        f"/subscriptions/{_EXAMPLE_SUBSCRIPTION}/resourceGroups/gaops-aoai-rg/providers/"
+        "Microsoft.CognitiveServices/accounts/gaops-example-aoai"
+    ),
+    "AOAI_DEPLOYMENT": "gpt-35-turbo",
+    "AKS_CLUSTER_ID": (
+        f"/subscriptions/{_EXAMPLE_SUBSCRIPTION}/resourceGroups/gaops-prod-aks-rg/providers/"
+        "Microsoft.ContainerService/managedClusters/gaops-prod-aks"
+    ),
+    "AGENT_SSH_PUBLIC_KEY": (
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleExampleExampleExampleExampleExample genaiops-example"
+    ),
+}
+# Values that are never real: a config holding one is refused by require_deployable.
+PLACEHOLDER_GUIDS = frozenset(
+    {"00000000-0000-0000-0000-000000000000", "11111111-1111-1111-1111-111111111111"}
+)
 
 
 class ConfigError(UserError):
@@ -157,6 +195,9 @@ class Identities(Strict):
     deployer_principal_type: Literal["ServicePrincipal", "User", "Group"] = "ServicePrincipal"
     # Extra principals (e.g. a data-science group) that read experiment results.
     readers: list[Guid] = Field(default_factory=list)
+    # Principals that copy released images out of this environment's registry: the deployer of
+    # the next environment (`genaiops promote --env prod` pulls from dev's registry) gets AcrPull.
+    promoters: list[Guid] = Field(default_factory=list)
 
 
 class KeyVaultSettings(Strict):
@@ -168,8 +209,65 @@ class KeyVaultSettings(Strict):
 
 class RegistrySettings(Strict):
     sku: Literal["Basic", "Standard", "Premium"] = "Premium"
-    public_network_access: bool = False
+    public_network_access: bool = False  # default: follows network.profile (public -> true)
     admin_enabled: bool = False
+    # Quarantine blocks every pull until a scanner marks the image Passed; the toolkit has no
+    # scanner, so it stays off unless you bring one (infra/validate.py refuses it otherwise).
+    quarantine: bool = False
+    quarantine_scanner: str | None = (
+        None  # who marks images Passed (e.g. "Microsoft Defender for Containers")
+    )
+
+
+# --------------------------------------------------------------------------- network
+
+
+class Subnets(Strict):
+    """Address ranges (CIDR) of the private profile's VNet subnets."""
+
+    private_endpoints: str = "10.40.1.0/24"
+    app_service: str = "10.40.2.0/24"  # delegated to Microsoft.Web/serverFarms (VNet integration)
+    agents: str = "10.40.3.0/24"  # the self-hosted agent pool (VM scale set)
+    compute: str = "10.40.4.0/24"  # batch cluster when the workspace has no managed network
+
+
+class AgentPool(Strict):
+    """The self-hosted CI agents inside the VNet (private profile): a Linux VM scale set with a
+    user-assigned identity, registered as an Azure DevOps scale-set agent pool named ``name``
+    (docs/first-deployment.md). Azure DevOps installs and scales the agent itself."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+    kind: Literal["azure_devops_scale_set"] = "azure_devops_scale_set"
+    vm_size: str = "Standard_D2s_v5"
+    admin_username: str = Field(default="azureagent", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_public_key: str = Field(pattern=r"^(ssh-(rsa|ed25519)|ecdsa-sha2-nistp\d+) [A-Za-z0-9+/=]+( .*)?$")
+    image: str = "Canonical:ubuntu-24_04-lts:server:latest"  # publisher:offer:sku:version
+
+
+class NetworkSettings(Strict):
+    """``network: public | private`` or a mapping with ``profile`` (docs/infrastructure.md).
+
+    - public: every resource is reachable from Microsoft-hosted agents (Entra ID auth, TLS only,
+      keys/local auth off where Entra ID works); ``allowed_ips`` optionally limits who can reach
+      Key Vault, registry, storage and workspace.
+    - private: a VNet with private endpoints and private DNS zones; CI runs on ``agent_pool``.
+    """
+
+    profile: Literal["public", "private"]
+    allowed_ips: list[str] = Field(default_factory=list)  # public: CIDRs or addresses (optional)
+    address_space: str = "10.40.0.0/16"
+    subnets: Subnets = Subnets()
+    agent_pool: AgentPool | None = None
+    # FQDN outbound rules of the workspace managed network (approved outbound only); each one
+    # is served by a managed Azure Firewall (billed): https://learn.microsoft.com/azure/machine-learning/how-to-managed-network
+    egress_fqdns: list[str] = Field(default_factory=list)
+    # extra VNets (ids) linked to the private DNS zones, e.g. the AKS cluster's VNet
+    dns_zone_links: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"profile": data} if isinstance(data, str) else data
 
 
 # --------------------------------------------------------------------------- connections
@@ -193,9 +291,17 @@ class Connection(Strict):
     auth_type: Literal["ApiKey", "AAD", "ManagedIdentity"] = "ApiKey"
     api_version: str | None = None
     api_type: Literal["azure", "openai"] | None = None
+    # the Azure resource id of the target (Azure OpenAI account, AI Search service): the private
+    # profile's managed network gets a private-endpoint outbound rule to it
     resource_id: str | None = None
     secret: SecretRef | None = None
+    # bump after rotating the key: the next plan re-sends it to the workspace connection (and to
+    # the Key Vault copy App Service reads); write-only values are not diffed otherwise
+    key_version: PositiveInt = 1
     shared_to_all: bool = False
+    # the model deployments (Azure OpenAI deployment names) flows call through this connection;
+    # documentation and `genaiops doctor` (each must exist on the account)
+    model_deployments: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
     @classmethod
@@ -240,7 +346,7 @@ class ManagedTarget(Strict):
     instance_type: str = "Standard_DS3_v2"
     instance_count: PositiveInt = 1
     auth_mode: Literal["aad_token", "aml_token", "key"] = "aad_token"
-    public_network_access: bool = False
+    public_network_access: bool = False  # default: follows network.profile (public -> true)
     request_timeout_ms: Annotated[int, Field(ge=1000, le=180000)] = 60000
     max_concurrent_requests_per_instance: PositiveInt = 4
     data_collection: bool = True
@@ -254,8 +360,13 @@ class KubernetesTarget(Strict):
     namespace: str = "azureml"
     instance_type: str = "defaultinstancetype"
     instance_count: PositiveInt = 1
-    auth_mode: Literal["aad_token", "aml_token", "key"] = "aad_token"
+    # Entra ID tokens are for managed endpoints only: Kubernetes takes aml_token or key
+    auth_mode: Literal["aad_token", "aml_token", "key"] = "aml_token"
     legacy_inference_cluster: bool = False
+    # HTTPS on the extension's inference router: the certificate's CN and the Kubernetes secret
+    # (cert.pem, key.pem) in the extension's namespace; unset: HTTP on an internal load balancer
+    ssl_cname: str | None = None
+    ssl_secret: str | None = None
 
 
 class AppServiceTarget(Strict):
@@ -266,7 +377,7 @@ class AppServiceTarget(Strict):
     slot: str = "staging"
     health_check_path: str = "/health"
     always_on: bool = True
-    public_network_access: bool = False  # infra (issue 4): reach the app via private endpoint
+    public_network_access: bool = False  # default: follows network.profile (public -> true)
 
 
 class LocalTarget(Strict):
@@ -370,6 +481,15 @@ class Pricing(Strict):
 # --------------------------------------------------------------------------- the environment
 
 
+def _with_public_default(flow: Any, public: bool) -> Any:
+    if not isinstance(flow, dict) or not isinstance(flow.get("deployment"), dict):
+        return flow
+    deployment = flow["deployment"]
+    if deployment.get("target") in ("managed", "appservice"):
+        return {**flow, "deployment": {"public_network_access": public, **deployment}}
+    return flow
+
+
 class EnvironmentConfig(Strict):
     environment: str
     kind: Literal["local", "azure"]
@@ -383,6 +503,31 @@ class EnvironmentConfig(Strict):
     flows: dict[str, FlowSettings] = Field(default_factory=dict)
     local: LocalSettings | None = None
     pricing: Pricing = Pricing()
+    network: NetworkSettings | None = None  # kind azure; default: private for prod, else public
+
+    _example_vars: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: Any) -> Any:
+        """``network`` defaults to private for ``prod`` and public elsewhere; each resource's
+        ``public_network_access`` left unset follows the profile (public -> reachable)."""
+        if not isinstance(data, dict) or data.get("kind") != "azure":
+            return data
+        data = dict(data)
+        network = data.get("network")
+        if network is None:
+            network = data["network"] = "private" if data.get("environment") == "prod" else "public"
+        profile = network.get("profile") if isinstance(network, dict) else network
+        public = profile == "public"
+        for section in ("workspace", "key_vault", "registry"):
+            value = data.get(section)
+            if value is None or isinstance(value, dict):
+                data[section] = {"public_network_access": public, **(value or {})}
+        flows = data.get("flows")
+        if isinstance(flows, dict):
+            data["flows"] = {name: _with_public_default(flow, public) for name, flow in flows.items()}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> EnvironmentConfig:
@@ -412,6 +557,15 @@ class EnvironmentConfig(Strict):
 
     # -- derived names used by infra and release alike ------------------------
     @property
+    def network_profile(self) -> Literal["public", "private"]:
+        return self.network.profile if self.network else "public"
+
+    @property
+    def example_vars(self) -> dict[str, str]:
+        """Variable -> field filled from :data:`EXAMPLE_VALUES` (example mode); empty when real."""
+        return dict(self._example_vars)
+
+    @property
     def prefix(self) -> str:
         return self.azure.name_prefix if self.azure else "local"
 
@@ -423,7 +577,9 @@ class EnvironmentConfig(Strict):
     def endpoint_name(self, flow: str) -> str:
         deployment = self.flows[flow].deployment
         explicit = getattr(deployment, "endpoint_name", None) or getattr(deployment, "app_name", None)
-        return explicit or f"{self.prefix}-{self.environment}-{flow.replace('_', '-')}"[:32]
+        # cut to Azure ML's 32 characters, never ending in '-'; infra/validate.py refuses two
+        # flows whose names end up equal (https://learn.microsoft.com/azure/machine-learning/how-to-manage-quotas#azure-machine-learning-online-endpoints-and-batch-endpoints)
+        return explicit or f"{self.prefix}-{self.environment}-{flow.replace('_', '-')}"[:32].rstrip("-")
 
     def local_settings(self) -> LocalSettings:
         return self.local or LocalSettings()
@@ -432,12 +588,39 @@ class EnvironmentConfig(Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def resolve_vars(value: Any, path: str, env: dict[str, str], file: str) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string, naming a missing VAR."""
+def resolve_vars(
+    value: Any,
+    path: str,
+    env: dict[str, str],
+    file: str,
+    example: bool = False,
+    used: dict[str, str] | None = None,
+) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string.
+
+    A ``VAR`` that is unset and has no default is an error naming the file, the field and the
+    variable, unless ``example`` is true and :data:`EXAMPLE_VALUES` has it (then its name goes
+    into ``used``). All missing variables are reported at once.
+    """
+    missing: list[str] = []
+    used = {} if used is None else used
+    out = _resolve(value, path, env, example, used, missing)
+    if missing:
+        hint = "" if example else f"\n(offline synth and tests: {EXAMPLE_ENV}=1 fills in documented examples)"
+        raise ConfigError("\n".join(f"{file}: {line}" for line in missing) + hint)
+    return out
+
+
+def _resolve(
+    value: Any, path: str, env: dict[str, str], example: bool, used: dict[str, str], missing: list[str]
+) -> Any:
     if isinstance(value, dict):
-        return {k: resolve_vars(v, f"{path}.{k}" if path else str(k), env, file) for k, v in value.items()}
+        return {
+            k: _resolve(v, f"{path}.{k}" if path else str(k), env, example, used, missing)
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [resolve_vars(v, f"{path}[{i}]", env, file) for i, v in enumerate(value)]
+        return [_resolve(v, f"{path}[{i}]", env, example, used, missing) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def substitute(match: re.Match[str]) -> str:
@@ -446,13 +629,51 @@ def resolve_vars(value: Any, path: str, env: dict[str, str], file: str) -> Any:
                 return env[name]
             if default is not None:
                 return default
-            raise ConfigError(
-                f"{file}: {path}: environment variable {name} is not set; "
-                f"export {name}=... or give a default as ${{{name}:-value}}"
+            if example and name in EXAMPLE_VALUES:
+                used[name] = path
+                return EXAMPLE_VALUES[name]
+            missing.append(
+                f"{path}: environment variable {name} is not set; export {name}=... "
+                "(docs/first-deployment.md lists every variable)"
             )
+            return ""
 
         return _VAR_RE.sub(substitute, value)
     return value
+
+
+def example_mode(environ: dict[str, str] | None = None) -> bool:
+    """True when ``$GENAIOPS_EXAMPLE`` is ``1``/``true``/``yes`` (offline synth, tests, examples)."""
+    value = (os.environ if environ is None else environ).get(EXAMPLE_ENV, "")
+    return value.strip().lower() in ("1", "true", "yes")
+
+
+def require_deployable(cfg: EnvironmentConfig, action: str = "talk to Azure") -> EnvironmentConfig:
+    """Refuse a config that holds example or placeholder values before anything reaches Azure.
+
+    Raises :class:`ConfigError` naming each variable filled in example mode and each field that
+    holds a placeholder GUID (all zeros, all ones). Returns ``cfg`` for chaining.
+    """
+    shown = f"config/{cfg.environment}.yaml"
+    problems = [
+        f"{shown}: {field}: ${name} is not set (example mode filled in "
+        f"{EXAMPLE_VALUES[name]!r}); export {name}=... before you {action}"
+        for name, field in sorted(cfg.example_vars.items())
+    ]
+    if cfg.kind == "azure" and cfg.azure is not None and cfg.identities is not None:
+        for field, value in (
+            ("azure.subscription_id", cfg.azure.subscription_id),
+            ("azure.tenant_id", cfg.azure.tenant_id),
+            ("identities.deployer_object_id", cfg.identities.deployer_object_id),
+        ):
+            if value in PLACEHOLDER_GUIDS and field not in cfg.example_vars.values():
+                problems.append(
+                    f"{shown}: {field}: {value} is a placeholder, not a real id; set the real value "
+                    f"before you {action} (docs/first-deployment.md)"
+                )
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
@@ -518,7 +739,11 @@ def config_path(env: str, config_dir: Path | None = None) -> Path:
     return (config_dir or default_config_dir()) / f"{env}.yaml"
 
 
-def load_config_file(path: Path, environ: dict[str, str] | None = None) -> EnvironmentConfig:
+def load_config_file(
+    path: Path, environ: dict[str, str] | None = None, example: bool | None = None
+) -> EnvironmentConfig:
+    """Load one config file; ``example=None`` reads :func:`example_mode` from ``os.environ``."""
+    example = example_mode() if example is None else example
     environ = dict(os.environ if environ is None else environ)
     try:
         shown = str(path.relative_to(REPO_ROOT))
@@ -528,25 +753,31 @@ def load_config_file(path: Path, environ: dict[str, str] | None = None) -> Envir
         available = sorted(p.stem for p in path.parent.glob("*.yaml")) if path.parent.is_dir() else []
         raise ConfigError(f"{shown}: no such config file; environments available: {available}")
     raw = read_mapping(path, shown, ConfigError, "a mapping of settings")
-    raw = resolve_vars(raw, "", environ, shown)
+    used: dict[str, str] = {}
+    raw = resolve_vars(raw, "", environ, shown, example=example, used=used)
     raw.setdefault("environment", path.stem)
     if raw["environment"] != path.stem:
         raise ConfigError(
             f"{shown}: environment: {raw['environment']!r} does not match the file name {path.stem!r}"
         )
     try:
-        return EnvironmentConfig.model_validate(raw)
+        cfg = EnvironmentConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(shown, exc)) from None
+    cfg._example_vars = used  # type: ignore[assignment]  # variable -> field it filled
+    return cfg
 
 
 def load_config(
-    env: str, config_dir: Path | None = None, environ: dict[str, str] | None = None
+    env: str,
+    config_dir: Path | None = None,
+    environ: dict[str, str] | None = None,
+    example: bool | None = None,
 ) -> EnvironmentConfig:
-    """Load and validate ``config/<env>.yaml``."""
+    """Load and validate ``config/<env>.yaml`` (``example``: see :func:`load_config_file`)."""
     if not re.match(r"^[a-z][a-z0-9_-]*$", env):
         raise ConfigError(f"ENV={env!r} is not an environment name; use one of {list(ENVIRONMENTS)}")
-    return load_config_file(config_path(env, config_dir), environ)
+    return load_config_file(config_path(env, config_dir), environ, example)
 
 
 def available_environments(config_dir: Path | None = None) -> list[str]:

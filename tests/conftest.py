@@ -39,6 +39,11 @@ from pathlib import Path
 
 import pytest
 
+# Example mode (release/config.py): the shipped dev/prod configs read ${VAR}s that a test machine
+# does not set; tests and their subprocesses fill them with the documented example values.
+# Commands that would reach Azure still refuse such a config (release.config.require_deployable).
+os.environ.setdefault("GENAIOPS_EXAMPLE", "1")
+
 from release.config import REPO_ROOT, LocalPorts, LocalSettings
 from release.errors import UserError
 from release.local_env.environment import LocalEnvironment

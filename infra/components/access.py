@@ -68,17 +68,32 @@ def grant(
 
 
 class Access(Construct):
-    """Grants for the deployer, the runtime identities (endpoints, web apps) and readers.
+    """Grants for the deployer, the runtime identities, readers and promoters (the table with
+    reasons: docs/infrastructure.md "Who gets which role"; each role's reason: infra/roles.py).
+
+    - ``endpoints``: system-assigned identities of online endpoints. Azure ML assigns them AcrPull
+      on the registry, Storage Blob Data Reader on the storage and AzureML Metrics Writer on the
+      workspace itself when the endpoint is created; a second identical assignment fails with 409
+      RoleAssignmentExists, so they get only what Azure ML does not grant
+      (https://learn.microsoft.com/azure/machine-learning/concept-endpoints-online-auth#automatic-role-assignment-for-endpoint-identity).
+    - ``web``: web app and slot identities: image pull, telemetry (Key Vault: KeyVaultAccess).
+    - ``computes``: attached Kubernetes computes: the kubelet-side pull of flow images
+      (https://learn.microsoft.com/azure/machine-learning/how-to-attach-kubernetes-to-workspace).
+    - ``promoters``: identities that copy released images out of this registry (``genaiops
+      promote --env <next>`` runs as the next environment's deployer).
 
     Key Vault access is :class:`infra.components.key_vault_access.KeyVaultAccess`.
     """
 
-    RUNTIME_ROLES = (
-        ("AcrPull", "registry_id"),
-        ("Storage Blob Data Reader", "storage_id"),
-        ("Azure ML Workspace Connection Secrets Reader", "workspace_id"),
-        ("AzureML Metrics Writer", "workspace_id"),
+    ENDPOINT_ROLES = (
+        ("Azure Machine Learning Workspace Connection Secrets Reader", "workspace_id"),
+        ("Monitoring Metrics Publisher", "app_insights_id"),
     )
+    WEB_ROLES = (
+        ("AcrPull", "registry_id"),
+        ("Monitoring Metrics Publisher", "app_insights_id"),
+    )
+    COMPUTE_ROLES = (("AcrPull", "registry_id"),)
     DEPLOYER_ROLES = (
         ("AzureML Data Scientist", "workspace_id"),
         ("AcrPush", "registry_id"),
@@ -88,15 +103,15 @@ class Access(Construct):
         ("Reader", "workspace_id"),
         ("Storage Blob Data Reader", "storage_id"),
     )
-    # the batch compute cluster running prompt flow parallel jobs (release/engine/azure_runs.py)
+    # the batch compute cluster running prompt flow parallel jobs (release/engine/azure_runs.py);
+    # a compute cluster gets no automatic assignments
     BATCH_ROLES = (
         ("AcrPull", "registry_id"),
         ("Storage Blob Data Contributor", "storage_id"),
-        ("Azure ML Workspace Connection Secrets Reader", "workspace_id"),
-        ("AzureML Metrics Writer", "workspace_id"),
+        ("Azure Machine Learning Workspace Connection Secrets Reader", "workspace_id"),
+        ("AzureML Metrics Writer (preview)", "workspace_id"),
     )
-    # web apps and slots: telemetry to Application Insights with Entra ID (local auth is off)
-    TELEMETRY_ROLES = (("Monitoring Metrics Publisher", "app_insights_id"),)
+    PROMOTER_ROLES = (("AcrPull", "registry_id"),)
 
     def __init__(
         self,
@@ -106,16 +121,20 @@ class Access(Construct):
         subscription_id: str,
         scopes: Scopes,
         deployer: Principal,
-        runtime: Sequence[Principal] = (),
+        endpoints: Sequence[Principal] = (),
+        web: Sequence[Principal] = (),
+        computes: Sequence[Principal] = (),
         readers: Sequence[Principal] = (),
         web_apps: Sequence[tuple[str, str]] = (),
         batch: Sequence[Principal] = (),
-        telemetry: Sequence[Principal] = (),
+        promoters: Sequence[Principal] = (),
     ) -> None:
         super().__init__(scope, id)
         self.assignments: list[RoleAssignment] = []
 
         def add(role_name: str, resource_id: str, principal: Principal, what: str) -> None:
+            if not resource_id:
+                raise ValueError(f"{id}: {role_name} for {principal.label} needs Scopes.{what}_id")
             key = re.sub(r"[^a-z0-9]+", "_", f"{principal.label}_{role_name}_{what}".lower())
             self.assignments.append(
                 grant(
@@ -128,23 +147,19 @@ class Access(Construct):
                 )
             )
 
-        for role_name, attr in self.DEPLOYER_ROLES:
-            add(role_name, getattr(scopes, attr), deployer, attr.removesuffix("_id"))
+        def add_all(principals: Sequence[Principal], table: tuple[tuple[str, str], ...]) -> None:
+            for principal in principals:
+                for role_name, attr in table:
+                    add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
+
+        add_all([deployer], self.DEPLOYER_ROLES)
         if scopes.log_analytics_id:
             add("Log Analytics Reader", scopes.log_analytics_id, deployer, "log_analytics")
-        for label, web_app_id in web_apps:
+        for label, web_app_id in web_apps:  # app scope covers its slots (child resources)
             add("Website Contributor", web_app_id, deployer, label)
-        for principal in runtime:
-            for role_name, attr in self.RUNTIME_ROLES:
-                add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
-        for principal in readers:
-            for role_name, attr in self.READER_ROLES:
-                add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
-        for principal in batch:
-            for role_name, attr in self.BATCH_ROLES:
-                add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
-        if telemetry and not scopes.app_insights_id:
-            raise ValueError(f"{id}: telemetry principals need Scopes.app_insights_id")
-        for principal in telemetry:
-            for role_name, attr in self.TELEMETRY_ROLES:
-                add(role_name, getattr(scopes, attr), principal, attr.removesuffix("_id"))
+        add_all(endpoints, self.ENDPOINT_ROLES)
+        add_all(web, self.WEB_ROLES)
+        add_all(computes, self.COMPUTE_ROLES)
+        add_all(readers, self.READER_ROLES)
+        add_all(batch, self.BATCH_ROLES)
+        add_all(promoters, self.PROMOTER_ROLES)

@@ -7,6 +7,18 @@ password). The release tooling owns what runs in each slot: it writes the slot's
 the app and the slot, so Terraform ignores ``app_settings`` and ``application_stack`` on both
 after creating them. The initial app settings already point
 ``APPLICATIONINSIGHTS_CONNECTION_STRING`` at the Key Vault secret infra writes.
+
+Private profile (``subnet_id`` given): app and slot join ``snet-app-service`` (regional VNet
+integration) with ``vnet_image_pull_enabled`` (the image is pulled through the VNet, from the
+registry's private endpoint) and ``vnet_route_all_enabled`` (Key Vault references and all other
+outbound traffic go through the VNet), and they are reached through their own private endpoints
+(:mod:`infra.components.network`). Sources:
+https://learn.microsoft.com/azure/app-service/configure-custom-container#use-an-image-from-a-network-protected-registry,
+https://learn.microsoft.com/azure/app-service/app-service-key-vault-references
+
+Slot lifecycle: infra owns the slot and its identity's role assignments. The release tooling
+must never delete it (a recreated slot gets a new identity without AcrPull, Key Vault or
+telemetry roles); if it was deleted, ``make plan/apply`` recreates it with its grants.
 """
 
 from __future__ import annotations
@@ -32,8 +44,9 @@ def key_vault_reference(key_vault_uri: str, secret: str) -> str:
     return f"@Microsoft.KeyVault(SecretUri={key_vault_uri}secrets/{secret})"
 
 
-def _site_config(target: AppServiceTarget, registry_login_server: str) -> dict[str, Any]:
+def _site_config(target: AppServiceTarget, registry_login_server: str, vnet: bool) -> dict[str, Any]:
     return {
+        "vnet_route_all_enabled": vnet,
         "always_on": target.always_on,
         "health_check_path": target.health_check_path,
         "health_check_eviction_time_in_min": 5,
@@ -51,16 +64,18 @@ def _site_config(target: AppServiceTarget, registry_login_server: str) -> dict[s
 
 
 def _common(
-    target: AppServiceTarget, registry_login_server: str, app_insights_reference: str
+    target: AppServiceTarget, registry_login_server: str, app_insights_reference: str, subnet_id: str | None
 ) -> dict[str, Any]:
+    vnet = {"virtual_network_subnet_id": subnet_id, "vnet_image_pull_enabled": True} if subnet_id else {}
     return {
+        **vnet,
         "https_only": True,
         "public_network_access_enabled": target.public_network_access,
         "client_certificate_enabled": False,
         "ftp_publish_basic_authentication_enabled": False,
         "webdeploy_publish_basic_authentication_enabled": False,
         "identity": {"type": "SystemAssigned"},
-        "site_config": _site_config(target, registry_login_server),
+        "site_config": _site_config(target, registry_login_server, subnet_id is not None),
         "app_settings": {
             "WEBSITES_PORT": "8080",
             "PROMPTFLOW_RUN_MODE": "serving",
@@ -92,10 +107,11 @@ class WebApp(Construct):
         location: str,
         registry_login_server: str,
         app_insights_reference: str,
+        subnet_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
-        common = _common(target, registry_login_server, app_insights_reference)
+        common = _common(target, registry_login_server, app_insights_reference, subnet_id)
         self.plan = ServicePlan(
             self,
             "plan",

@@ -16,9 +16,14 @@ from cdktf_cdktf_provider_azurerm.machine_learning_compute_cluster import (
     MachineLearningComputeCluster,
     MachineLearningComputeClusterIdentity,
     MachineLearningComputeClusterScaleSettings,
+    MachineLearningComputeClusterTimeouts,
 )
 from constructs import Construct
 
+# The first compute of a managed-network workspace can take ~30 min (it provisions the network);
+# the workspace provisions it on creation, and this timeout leaves room anyway (azurerm's default
+# create timeout is 30 min): https://learn.microsoft.com/azure/machine-learning/how-to-managed-network
+CREATE_TIMEOUT = "60m"
 IDLE_BEFORE_SCALE_DOWN = "PT5M"  # ISO 8601; nodes stay warm 5 min between jobs, then go away
 
 
@@ -36,6 +41,7 @@ class BatchCompute(Construct):
         vm_size: str,
         max_nodes: int,
         managed_network: bool,
+        subnet_id: str | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(scope, id)
@@ -55,10 +61,12 @@ class BatchCompute(Construct):
             identity=MachineLearningComputeClusterIdentity(type="SystemAssigned"),
             local_auth_enabled=False,
             ssh_public_access_enabled=False,
-            # Without a subnet, a node can only do without a public IP inside the workspace's
-            # managed network (azurerm >= 3.106 accepts that); with isolation "disabled" Azure
+            # Without a public IP a node needs the workspace's managed network or a subnet of
+            # ours (azurerm >= 4.18.0 accepts it without a subnet, #28673); with neither, Azure
             # needs the public IP for the batch service to reach the node.
-            node_public_ip_enabled=not managed_network,
+            node_public_ip_enabled=not (managed_network or subnet_id),
+            subnet_resource_id=subnet_id,
+            timeouts=MachineLearningComputeClusterTimeouts(create=CREATE_TIMEOUT),
             description="genaiops: prompt flow batch runs (run_in: workspace); scales to zero",
             tags=dict(tags or {}),
         )

@@ -6,7 +6,10 @@ The key never appears in the synthesized JSON:
   memory only; an ephemeral variable is not written to the saved plan file);
 - ``secret: {key_vault_secret: NAME}``: an ephemeral ``azurerm_key_vault_secret`` read at
   plan/apply time (never stored in state).
-Either value goes to azapi's write-only ``sensitive_body``, which is not stored in state.
+Either value goes to azapi's write-only ``sensitive_body``, which is not stored in state, with
+``sensitive_body_version = {"properties.credentials.key": "<key_version>"}``: rotating a key means
+bumping the connection's ``key_version`` in config, and the next plan updates the connection
+(a write-only value is never diffed, so without the bump the new key would not be sent).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from infra.azapi import AzapiProvider, AzapiResource
 from release.config import Connection, EnvSecret, KeyVaultSecret
 
 CONNECTION_TYPE = "Microsoft.MachineLearningServices/workspaces/connections@2024-04-01"
+KEY_PATH = "properties.credentials.key"  # the write-only key's path in sensitive_body
 
 
 def connection_body(connection: Connection) -> dict[str, Any]:
@@ -64,10 +68,11 @@ class Connections(Construct):
         self.variables: dict[str, cdktf.TerraformVariable] = {}
         stack = cdktf.TerraformStack.of(self)
         for connection in connections:
-            sensitive_body = None
+            sensitive_body = sensitive_body_version = None
             if connection.auth_type == "ApiKey" and connection.secret is not None:
                 key = self._key_reference(stack, connection.secret, key_vault_id)
                 sensitive_body = {"properties": {"credentials": {"key": key}}}
+                sensitive_body_version = {KEY_PATH: str(connection.key_version)}
             self.resources[connection.name] = AzapiResource(
                 self,
                 connection.name,
@@ -77,6 +82,7 @@ class Connections(Construct):
                 parent_id=workspace_id,
                 body=connection_body(connection),
                 sensitive_body=sensitive_body,
+                sensitive_body_version=sensitive_body_version,
             )
 
     def _key_reference(

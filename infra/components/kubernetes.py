@@ -3,6 +3,18 @@
 Default: the Azure ML cluster extension plus an azapi ``computes`` resource of type
 ``Kubernetes``. Only when the config sets ``legacy_inference_cluster: true``: the legacy
 ``azurerm_machine_learning_inference_cluster`` instead (AKS v1 attach, being retired).
+
+TLS of the extension's inference router
+(https://learn.microsoft.com/azure/machine-learning/how-to-deploy-kubernetes-extension):
+- ``ssl_cname`` + ``ssl_secret`` set: HTTPS (``allowInsecureConnections=False``, ``sslCname``,
+  ``sslSecret`` = a Kubernetes secret holding cert.pem/key.pem in the extension's namespace);
+- neither: HTTP on an internal load balancer only (``allowInsecureConnections=True``), reachable
+  inside the VNet only; infra/validate.py allows that for the private profile only.
+Image pull: the compute's system identity (``principal_id``) gets AcrPull on the registry
+(infra/components/access.py), as asked by
+https://learn.microsoft.com/azure/machine-learning/how-to-attach-kubernetes-to-workspace
+The identity running terraform needs Kubernetes Extension Contributor (or Contributor) on the
+AKS cluster, which usually lives in another resource group (docs/first-deployment.md).
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ class KubernetesCompute(Construct):
     ) -> None:
         super().__init__(scope, id)
         self.compute_name = target.compute_name
+        self.principal_id: str | None = None
         self.extension: KubernetesClusterExtension | None = None
         self.legacy: MachineLearningInferenceCluster | None = None
         if target.legacy_inference_cluster:
@@ -65,8 +78,8 @@ class KubernetesCompute(Construct):
                 "enableInference": "True",
                 "inferenceRouterServiceType": "LoadBalancer",
                 "internalLoadBalancerProvider": "azure",  # private IP only
-                "allowInsecureConnections": "False",
                 "inferenceRouterHA": "True",
+                **tls_settings(target),
             },
         )
         self.compute = AzapiResource(
@@ -93,3 +106,15 @@ class KubernetesCompute(Construct):
             depends_on=[self.extension],
         )
         self.compute_id = self.compute.resource_id
+        self.principal_id = self.compute.principal_id
+
+
+def tls_settings(target: KubernetesTarget) -> dict[str, str]:
+    """The extension's TLS configuration settings for ``target`` (see the module docstring)."""
+    if target.ssl_cname and target.ssl_secret:
+        return {
+            "allowInsecureConnections": "False",
+            "sslCname": target.ssl_cname,
+            "sslSecret": target.ssl_secret,
+        }
+    return {"allowInsecureConnections": "True"}

@@ -1,5 +1,12 @@
 """The Azure ML workspace and what it stands on: resource group, storage, Key Vault,
 Log Analytics + Application Insights, container registry. Secure defaults live here.
+
+Reachability follows ``network.profile`` through each resource's ``public_network_access``
+(release/config.py fills it from the profile): public resources allow every network unless
+``network.allowed_ips`` lists who may connect; private ones deny all public traffic and are
+reached through the private endpoints of :mod:`infra.components.network`. Either way Entra ID
+is the only way in where Azure supports it (no ACR admin user, RBAC vault, App Insights local
+auth off) and TLS 1.2 is the minimum.
 """
 
 from __future__ import annotations
@@ -8,6 +15,7 @@ from cdktf_cdktf_provider_azurerm.application_insights import ApplicationInsight
 from cdktf_cdktf_provider_azurerm.container_registry import (
     ContainerRegistry,
     ContainerRegistryNetworkRuleSet,
+    ContainerRegistryNetworkRuleSetIpRule,
 )
 from cdktf_cdktf_provider_azurerm.data_azurerm_resource_group import DataAzurermResourceGroup
 from cdktf_cdktf_provider_azurerm.key_vault import KeyVault, KeyVaultNetworkAcls
@@ -59,8 +67,14 @@ class Workspace(Construct):
             self.resource_group_id = existing.id
         rg = self.resource_group_name
         depends = [group] if azure.resource_group.create else []
+        self.depends = depends  # what a resource in the group must wait for (the group itself)
 
         public_workspace = cfg.workspace.public_network_access
+        allowed_ips = list(cfg.network.allowed_ips) if cfg.network else []
+
+        def default_action(public: bool) -> str:
+            return "Allow" if public and not allowed_ips else "Deny"
+
         self.storage = StorageAccount(
             self,
             "storage",
@@ -83,7 +97,9 @@ class Workspace(Construct):
             infrastructure_encryption_enabled=True,
             sas_policy=StorageAccountSasPolicy(expiration_period="01.00:00:00"),
             network_rules=StorageAccountNetworkRules(
-                default_action="Allow" if public_workspace else "Deny", bypass=["AzureServices"]
+                default_action=default_action(public_workspace),
+                bypass=["AzureServices"],
+                ip_rules=[ip.removesuffix("/32") for ip in allowed_ips] if public_workspace else None,
             ),
             blob_properties=StorageAccountBlobProperties(
                 versioning_enabled=True,
@@ -110,7 +126,9 @@ class Workspace(Construct):
             soft_delete_retention_days=kv.soft_delete_retention_days,
             public_network_access_enabled=kv.public_network_access,
             network_acls=KeyVaultNetworkAcls(
-                default_action="Allow" if kv.public_network_access else "Deny", bypass="AzureServices"
+                default_action=default_action(kv.public_network_access),
+                bypass="AzureServices",
+                ip_rules=allowed_ips if kv.public_network_access else None,
             ),
             tags=tags,
             depends_on=depends,
@@ -156,16 +174,25 @@ class Workspace(Construct):
             network_rule_set=(
                 [
                     ContainerRegistryNetworkRuleSet(
-                        default_action="Allow" if reg.public_network_access else "Deny"
+                        default_action=default_action(reg.public_network_access),
+                        ip_rule=[
+                            ContainerRegistryNetworkRuleSetIpRule(action="Allow", ip_range=ip)
+                            for ip in allowed_ips
+                        ]
+                        if reg.public_network_access and allowed_ips
+                        else None,
                     )
                 ]
                 if premium
                 else None
             ),
             network_rule_bypass_option="AzureServices",
-            quarantine_policy_enabled=premium or None,
+            # quarantine blocks every pull until a scanner marks the image Passed (H3); on only
+            # with a scanner (infra/validate.py): https://github.com/Azure/acr/blob/main/docs/preview/quarantine/readme.md
+            quarantine_policy_enabled=(reg.quarantine if premium else None),
             retention_policy_in_days=7 if premium else None,
-            trust_policy_enabled=premium or None,
+            # Docker Content Trust is being retired (removed 2028-03-31): not enabled
+            trust_policy_enabled=False if premium else None,
             zone_redundancy_enabled=premium or None,
             data_endpoint_enabled=premium or None,
             export_policy_enabled=(reg.public_network_access if premium else None),
@@ -173,6 +200,7 @@ class Workspace(Construct):
             depends_on=depends,
         )
 
+        isolation = cfg.workspace.managed_network.isolation
         self.workspace = MachineLearningWorkspace(
             self,
             "workspace",
@@ -189,7 +217,11 @@ class Workspace(Construct):
             sku_name=cfg.workspace.sku,
             v1_legacy_mode_enabled=False,
             managed_network=MachineLearningWorkspaceManagedNetwork(
-                isolation_mode=ISOLATION[cfg.workspace.managed_network.isolation]
+                isolation_mode=ISOLATION[isolation],
+                # provision the managed network with the workspace, not on the first compute:
+                # that first provisioning takes ~30 min and would exceed the compute cluster's
+                # create timeout (https://learn.microsoft.com/azure/machine-learning/how-to-managed-network)
+                provision_on_creation_enabled=isolation != "disabled" or None,
             ),
             tags=tags,
         )

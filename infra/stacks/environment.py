@@ -1,4 +1,10 @@
-"""One stack per Azure environment: composes the components and wires grants between them."""
+"""One stack per Azure environment: composes the components and wires grants between them.
+
+Both network profiles are one stack, applied in one go: everything Terraform does is a
+control-plane (ARM) call, so the first ``apply`` also works from a Microsoft-hosted agent for the
+private profile (storage: ``features.storage.data_plane_available = false``; Key Vault secrets
+are written through ARM). Order of first deployment: docs/infrastructure.md.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +12,30 @@ import re
 from typing import Any
 
 import cdktf
-from cdktf_cdktf_provider_azurerm.provider import AzurermProvider
+from cdktf_cdktf_provider_azurerm.provider import (
+    AzurermProvider,
+    AzurermProviderFeatures,
+    AzurermProviderFeaturesKeyVault,
+    AzurermProviderFeaturesResourceGroup,
+    AzurermProviderFeaturesStorage,
+)
 from constructs import Construct
 
 from infra import naming
 from infra.azapi import AzapiProvider
 from infra.components.access import Access, Principal, Scopes
+from infra.components.agent_pool import AgentPool
 from infra.components.app_service import WebApp, key_vault_reference
 from infra.components.batch_compute import BatchCompute
 from infra.components.connections import Connections
 from infra.components.endpoints import OnlineEndpoint
 from infra.components.key_vault_access import KeyVaultAccess
 from infra.components.kubernetes import KubernetesCompute
+from infra.components.network import STORAGE_SUBRESOURCES, Network
+from infra.components.outbound_rules import OutboundRules
 from infra.components.vault_secrets import VaultSecrets
 from infra.components.workspace import Workspace
+from infra.time_sleep import TimeProvider, TimeSleep
 from infra.validate import check
 from release.azure.names import app_insights_secret
 from release.config import (
@@ -30,43 +46,83 @@ from release.config import (
     ManagedTarget,
 )
 
+# RBAC changes take effect within minutes; data-plane use right after a grant fails with 403
+# (https://learn.microsoft.com/azure/role-based-access-control/troubleshooting). Everything that
+# uses a grant of this stack (Key Vault secrets App Service resolves, and the release right after
+# `apply`) waits this long after the last grant.
+RBAC_PROPAGATION = "120s"
+
+
+def provider_features() -> AzurermProviderFeatures:
+    """The azurerm ``features`` block, typed (a plain dict loses its snake_case keys in jsii).
+
+    - storage ``data_plane_available = false``: azurerm must not call the blob/queue data plane
+      of a storage account that denies public access (it would fail with 403); Azure ML needs
+      no data-plane setting from us (H1, https://registry.terraform.io/providers/hashicorp/azurerm/latest/docs/guides/features-block);
+    - key_vault: never purge on destroy (purge protection is on), recover soft-deleted vaults;
+    - resource_group: refuse to delete a group that still holds resources.
+    """
+    return AzurermProviderFeatures(
+        key_vault=[
+            AzurermProviderFeaturesKeyVault(
+                purge_soft_delete_on_destroy=False, recover_soft_deleted_key_vaults=True
+            )
+        ],
+        resource_group=[AzurermProviderFeaturesResourceGroup(prevent_deletion_if_contains_resources=True)],
+        storage=[AzurermProviderFeaturesStorage(data_plane_available=False)],
+    )
+
 
 class EnvironmentStack(cdktf.TerraformStack):
-    """The stack ``<env>``. Attributes: ``workspace``, ``connections``, ``batch``, ``endpoints``,
-    ``web_apps``, ``computes``, ``access``, ``key_vault_access``, ``secrets``, ``config``."""
+    """The stack ``<env>``. Attributes: ``workspace``, ``network`` (private profile),
+    ``outbound_rules``, ``agent_pool``, ``connections``, ``batch``, ``endpoints``, ``web_apps``,
+    ``computes``, ``access``, ``key_vault_access``, ``rbac_wait``, ``secrets``, ``config``."""
 
     def __init__(self, scope: Construct, cfg: EnvironmentConfig) -> None:
         check(cfg)
         assert cfg.azure is not None and cfg.state is not None and cfg.identities is not None
+        assert cfg.network is not None
         super().__init__(scope, cfg.environment)
         self.config = cfg
         self.tags = dict(cfg.azure.tags)
-        self.azapi = self._providers_and_backend()
+        self.azapi, self.time = self._providers_and_backend()
         self.workspace = Workspace(self, "workspace", cfg)
+        ws = self.workspace
+        self.network: Network | None = None
+        self.agent_pool: AgentPool | None = None
+        if cfg.network.profile == "private":
+            self._private_network()
+        self.outbound_rules: OutboundRules | None = None
+        if cfg.workspace.managed_network.isolation != "disabled":
+            self.outbound_rules = OutboundRules(
+                self, "outbound_rules", cfg=cfg, workspace_id=ws.workspace_id, storage_id=ws.storage.id
+            )
         self.connections = Connections(
             self,
             "connections",
             provider=self.azapi,
-            workspace_id=self.workspace.workspace_id,
-            key_vault_id=self.workspace.key_vault.id,
+            workspace_id=ws.workspace_id,
+            key_vault_id=ws.key_vault.id,
             connections=cfg.connections,
         )
+        managed_network = cfg.workspace.managed_network.isolation != "disabled"
         self.batch = BatchCompute(
             self,
             "batch_compute",
             name=cfg.workspace.batch_compute,
-            workspace_id=self.workspace.workspace_id,
-            location=self.workspace.location,
+            workspace_id=ws.workspace_id,
+            location=ws.location,
             vm_size=cfg.workspace.batch_vm_size,
             max_nodes=cfg.workspace.batch_max_nodes,
-            managed_network=cfg.workspace.managed_network.isolation != "disabled",
+            managed_network=managed_network,
+            subnet_id=self.network.subnet_ids["compute"] if self.network and not managed_network else None,
             tags=self.tags,
         )
         self.endpoints: dict[str, OnlineEndpoint] = {}
         self.web_apps: dict[str, WebApp] = {}
         self.computes: dict[str, KubernetesCompute] = {}
-        self.runtime: list[Principal] = []  # identities that run flows
-        self.web_identities: list[Principal] = []  # web apps and slots (send telemetry)
+        self.endpoint_identities: list[Principal] = []
+        self.web_identities: list[Principal] = []
         self.flows_output: dict[str, Any] = {}
         for flow in cfg.flows:
             self._deployment(flow)
@@ -74,20 +130,13 @@ class EnvironmentStack(cdktf.TerraformStack):
         self._secrets()
         self._outputs()
 
-    def _providers_and_backend(self) -> AzapiProvider:
+    def _providers_and_backend(self) -> tuple[AzapiProvider, TimeProvider]:
         cfg = self.config
         assert cfg.azure is not None and cfg.state is not None
         AzurermProvider(
             self,
             "azurerm",
-            features=[
-                {
-                    "key_vault": [
-                        {"purge_soft_delete_on_destroy": False, "recover_soft_deleted_key_vaults": True}
-                    ],
-                    "resource_group": [{"prevent_deletion_if_contains_resources": True}],
-                }
-            ],
+            features=[provider_features()],
             subscription_id=cfg.azure.subscription_id,
             tenant_id=cfg.azure.tenant_id,
             storage_use_azuread=True,
@@ -102,7 +151,38 @@ class EnvironmentStack(cdktf.TerraformStack):
             subscription_id=cfg.azure.subscription_id,
             tenant_id=cfg.azure.tenant_id,
         )
-        return AzapiProvider(self, "azapi")
+        return AzapiProvider(self, "azapi"), TimeProvider(self, "time")
+
+    def _private_network(self) -> None:
+        """VNet, DNS zones, private endpoints for vault, registry, storage and workspace, and the
+        agent pool (private profile)."""
+        cfg, ws = self.config, self.workspace
+        assert cfg.network is not None
+        self.network = network = Network(
+            self,
+            "network",
+            cfg=cfg,
+            resource_group_name=ws.resource_group_name,
+            location=ws.location,
+            depends_on=ws.depends,
+            tags=self.tags,
+        )
+        network.private_endpoint("vault", ws.key_vault.id, "vault")
+        network.private_endpoint("registry", ws.registry.id, "registry")
+        for sub in STORAGE_SUBRESOURCES:
+            network.private_endpoint(f"storage-{sub}", ws.storage.id, sub)
+        network.private_endpoint("workspace", ws.workspace_id, "amlworkspace")
+        if cfg.network.agent_pool is not None:
+            self.agent_pool = AgentPool(
+                self,
+                "agents",
+                cfg=cfg,
+                settings=cfg.network.agent_pool,
+                subnet_id=network.subnet_ids["agents"],
+                resource_group_name=ws.resource_group_name,
+                location=ws.location,
+                tags=self.tags,
+            )
 
     def _deployment(self, flow: str) -> None:
         cfg, ws = self.config, self.workspace
@@ -121,7 +201,7 @@ class EnvironmentStack(cdktf.TerraformStack):
                 workspace_id=ws.workspace_id,
                 location=ws.location,
                 auth_mode=deployment.auth_mode,
-                require_aad=cfg.workspace.require_aad_auth,
+                require_aad=cfg.workspace.require_aad_auth and isinstance(deployment, ManagedTarget),
                 public_network_access=(
                     deployment.public_network_access if isinstance(deployment, ManagedTarget) else None
                 ),
@@ -130,7 +210,9 @@ class EnvironmentStack(cdktf.TerraformStack):
                 tags=self.tags,
             )
             self.endpoints[flow] = endpoint
-            self.runtime.append(Principal(f"ep_{label}", endpoint.principal_id, managed_identity=True))
+            self.endpoint_identities.append(
+                Principal(f"ep_{label}", endpoint.principal_id, managed_identity=True)
+            )
             self.flows_output[flow] = {
                 "target": deployment.target,
                 "endpoint_name": name,
@@ -148,15 +230,17 @@ class EnvironmentStack(cdktf.TerraformStack):
                 location=ws.location,
                 registry_login_server=ws.registry.login_server,
                 app_insights_reference=key_vault_reference(ws.key_vault.vault_uri, app_insights_secret(cfg)),
+                subnet_id=self.network.subnet_ids["app_service"] if self.network else None,
                 tags=self.tags,
             )
+            if self.network is not None:  # reached from the VNet (agents: warm-up, smoke tests)
+                self.network.private_endpoint(f"app-{label}", app.app_id, "sites")
+                self.network.private_endpoint(f"slot-{label}", app.app_id, f"sites-{deployment.slot}")
             self.web_apps[flow] = app
-            identities = [
+            self.web_identities += [
                 Principal(f"app_{label}", app.principal_id, managed_identity=True),
                 Principal(f"slot_{label}", app.slot_principal_id, managed_identity=True),
             ]
-            self.runtime += identities
-            self.web_identities += identities
             self.flows_output[flow] = {
                 "target": deployment.target,
                 "web_app_name": app.app_name,
@@ -184,11 +268,6 @@ class EnvironmentStack(cdktf.TerraformStack):
         assert cfg.azure is not None and cfg.identities is not None
         ids = cfg.identities
         deployer = Principal("deployer", ids.deployer_object_id, ids.deployer_principal_type)
-        web_apps = [
-            (f"{kind}_{flow.replace('-', '_')}", resource_id)
-            for flow, app in self.web_apps.items()
-            for kind, resource_id in (("app", app.app_id), ("slot", app.slot_id))
-        ]
         self.access = Access(
             self,
             "access",
@@ -201,11 +280,21 @@ class EnvironmentStack(cdktf.TerraformStack):
                 log_analytics_id=ws.log_analytics.id,
             ),
             deployer=deployer,
-            runtime=self.runtime,
+            endpoints=self.endpoint_identities,
+            web=self.web_identities,
+            computes=[
+                Principal(
+                    f"compute_{re.sub(r'[^a-z0-9]', '_', name.lower())}",
+                    c.principal_id,
+                    managed_identity=True,
+                )
+                for name, c in self.computes.items()
+                if c.principal_id is not None
+            ],
             readers=[Principal(f"reader_{i}", oid, "Group") for i, oid in enumerate(ids.readers)],
-            web_apps=web_apps,
+            web_apps=[(f"app_{flow.replace('-', '_')}", app.app_id) for flow, app in self.web_apps.items()],
             batch=[Principal("batch", self.batch.principal_id, managed_identity=True)],
-            telemetry=self.web_identities,
+            promoters=[Principal(f"promoter_{i}", oid) for i, oid in enumerate(ids.promoters)],
         )
         self.key_vault_access = KeyVaultAccess(
             self,
@@ -214,9 +303,14 @@ class EnvironmentStack(cdktf.TerraformStack):
             tenant_id=cfg.azure.tenant_id,
             key_vault_id=ws.key_vault.id,
             authorization=cfg.key_vault.authorization,
-            readers=self.runtime,
-            writers=[deployer],
-            apply_identity_unless=ids.deployer_object_id,
+            readers=self.web_identities,
+        )
+        self.rbac_wait = TimeSleep(
+            self,
+            "rbac_propagation",
+            provider=self.time,
+            create_duration=RBAC_PROPAGATION,
+            after=[*self.access.assignments, *self.key_vault_access.grants],
         )
 
     def _secrets(self) -> None:
@@ -227,23 +321,27 @@ class EnvironmentStack(cdktf.TerraformStack):
         if self.web_apps:
             for connection in cfg.connections:
                 if connection.auth_type == "ApiKey" and isinstance(connection.secret, EnvSecret):
-                    variable = naming.tf_variable(connection.secret.env)
-                    env_keys[connection.secret.env] = self.connections.variables[variable]
+                    variable = self.connections.variables[naming.tf_variable(connection.secret.env)]
+                    env_keys[connection.secret.env] = (variable, connection.key_version)
         self.secrets = VaultSecrets(
             self,
             "vault_secrets",
             cfg=cfg,
+            provider=self.azapi,
             key_vault_id=ws.key_vault.id,
             app_insights_connection_string=ws.app_insights.connection_string,
+            app_insights_id=ws.app_insights.id,
             env_keys=env_keys,
-            after=self.key_vault_access.writer_grants,
+            after=[self.rbac_wait],
             tags=self.tags,
         )
 
     def _outputs(self) -> None:
         """What the release tooling reads after apply (``terraform output -json``)."""
-        ws = self.workspace
+        cfg, ws = self.config, self.workspace
+        assert cfg.network is not None
         outputs: dict[str, Any] = {
+            "network_profile": cfg.network.profile,
             "resource_group_name": ws.resource_group_name,
             "workspace_name": ws.workspace.name,
             "workspace_id": ws.workspace_id,
@@ -258,5 +356,12 @@ class EnvironmentStack(cdktf.TerraformStack):
             "key_vault_secrets": sorted(self.secrets.secrets),
             "flows": self.flows_output,
         }
+        if self.agent_pool is not None:
+            outputs["agent_pool"] = {
+                "name": self.agent_pool.pool_name,
+                "scale_set_id": self.agent_pool.scale_set.id,
+                "identity_principal_id": self.agent_pool.identity.principal_id,
+                "identity_client_id": self.agent_pool.identity.client_id,
+            }
         for name, value in outputs.items():
             cdktf.TerraformOutput(self, name, value=value)

@@ -31,7 +31,7 @@ from azure.core.polling import LROPoller
 from azure.core.rest import HttpRequest, HttpResponse
 
 from release.azure import names
-from release.config import EnvironmentConfig
+from release.config import EnvironmentConfig, require_deployable
 from release.errors import CheckFailed, UserError
 
 if TYPE_CHECKING:
@@ -78,6 +78,8 @@ class AzureContext:
         transport: HttpTransport | None = None,
     ) -> AzureContext:
         names.base(cfg)  # raises a clear error for kind: local
+        if credential is None and transport is None:  # the real Azure: no example/placeholder values
+            require_deployable(cfg, "talk to Azure")
         assert cfg.azure is not None
         return cls(
             subscription_id=cfg.azure.subscription_id,

@@ -24,6 +24,10 @@ def _validate(args: argparse.Namespace) -> int:
     envs = [args.env] if args.env else available_environments()
     for env in envs:
         cfg = load_config(env)
+        if cfg.kind == "azure":  # Azure's own rules (names, targets, network), no CDKTF import
+            from infra.validate import check
+
+            check(cfg)
         counts = f"{len(cfg.flows)} flow(s), {len(cfg.connections)} connection(s)"
         print(f"config/{env}.yaml: ok ({cfg.kind}, {counts})")
     return 0

@@ -17,7 +17,7 @@ import os
 import time
 
 from release.commands.common import add_env
-from release.config import EnvironmentConfig, available_environments, load_config
+from release.config import EnvironmentConfig, available_environments, load_config, require_deployable
 from release.errors import UserError
 
 
@@ -90,7 +90,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    cfg = _cloud_config(args.env, "plan")
+    cfg = require_deployable(_cloud_config(args.env, "plan"), "plan")  # no example values
     _synth([cfg])
     _scan(cfg)
     from infra import terraform
@@ -107,7 +107,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    cfg = _cloud_config(args.env, "apply")
+    cfg = require_deployable(_cloud_config(args.env, "apply"), "apply")
     from infra import terraform
     from infra.app import stack_dir
 

@@ -73,10 +73,12 @@ CONFIG_ENTRIES = {
 {name}:
   path: flows/{name}
   deployment:
-    target: managed
-    instance_type: Standard_DS3_v2
+    # prod serves from the attached AKS cluster (docs/infrastructure.md, Kubernetes and the
+    # managed network); Kubernetes endpoints take aml_token or key, not aad_token
+    target: kubernetes
+    aks_cluster_id: ${{AKS_CLUSTER_ID}}
     instance_count: 2
-    auth_mode: aad_token
+    auth_mode: aml_token
   release:
     strategy: ab
     steps: [10, 50, 100]

@@ -70,7 +70,7 @@ def test_release_sends_endpoint_deployment_then_traffic(
     assert create.body["location"] == "westeurope"
     props = create.body["properties"]
     assert props["authMode"] == "AADToken"
-    assert props["publicNetworkAccess"] == "disabled"
+    assert props["publicNetworkAccess"] == "enabled"  # dev: network profile public
     assert props["traffic"] == {}
     # the identity may read workspace connections: secrets are injected, never sent
     assert props["properties"] == {"enforce_access_to_default_secret_stores": "enabled"}
@@ -240,7 +240,7 @@ def test_kubernetes_endpoint_on_attached_compute(
     [create, traffic] = fake.find("PUT", "/onlineEndpoints/gaops-prod-support-triage$")
     assert create.path == f"{ws}/onlineEndpoints/gaops-prod-support-triage"
     assert create.body["properties"]["compute"] == f"{ws}/computes/aks"  # the attached AKS compute
-    assert create.body["properties"]["authMode"] == "AADToken"
+    assert create.body["properties"]["authMode"] == "AMLToken"  # Kubernetes: no Entra ID tokens
     assert create.body["identity"] == {"type": "SystemAssigned"}
     [dep] = fake.find("PUT", "/deployments/r1-triage$")
     assert dep.body["sku"]["capacity"] == 2  # prod config: instance_count 2
@@ -254,15 +254,15 @@ def test_kubernetes_endpoint_on_attached_compute(
 
 
 def test_key_auth_reads_keys_at_call_time(
-    prod_config: EnvironmentConfig, prod_ctx: AzureContext, fake: FakeAzure
+    dev_config: EnvironmentConfig, dev_ctx: AzureContext, fake: FakeAzure
 ) -> None:
-    cfg = prod_config.model_copy(
+    cfg = dev_config.model_copy(
         update={
             "flows": {
-                **prod_config.flows,
-                "web_classification": prod_config.flows["web_classification"].model_copy(
+                **dev_config.flows,
+                "web_classification": dev_config.flows["web_classification"].model_copy(
                     update={
-                        "deployment": prod_config.flows["web_classification"].deployment.model_copy(
+                        "deployment": dev_config.flows["web_classification"].deployment.model_copy(
                             update={"auth_mode": "key"}
                         )
                     }
@@ -275,10 +275,10 @@ def test_key_auth_reads_keys_at_call_time(
         r"/onlineEndpoints/[^/]+/listKeys$",
         lambda c: (200, {"primaryKey": "k1", "secondaryKey": "k2"}),
     )
-    target = ManagedTarget(cfg, "web_classification", prod_ctx)
+    target = ManagedTarget(cfg, "web_classification", dev_ctx)
     target.ensure_endpoint()
-    [create] = fake.find("PUT", "/onlineEndpoints/gaops-prod-web-classification$")
+    [create] = fake.find("PUT", "/onlineEndpoints/gaops-dev-web-classification$")
     assert create.body["properties"]["authMode"] == "Key"
     assert target.auth_headers() == {"Authorization": "Bearer k1"}
     [keys] = fake.find("POST", "/listKeys$")
-    assert keys.path.endswith("/onlineEndpoints/gaops-prod-web-classification/listKeys")
+    assert keys.path.endswith("/onlineEndpoints/gaops-dev-web-classification/listKeys")

@@ -25,18 +25,39 @@ DEPLOYER = "11111111-1111-1111-1111-111111111111"
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000000"
 BATCH = "55555555-5555-5555-5555-555555555555"
 WEB = "66666666-6666-6666-6666-666666666666"
+EP = "33333333-3333-3333-3333-333333333333"
+READER = "44444444-4444-4444-4444-444444444444"
+COMPUTE = "77777777-7777-7777-7777-777777777777"
+PROMOTER = "88888888-8888-8888-8888-888888888888"
 AKS = (
     "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/aks-rg/providers/"
     "Microsoft.ContainerService/managedClusters/aks1"
 )
 
 
-def _dev_raw() -> dict[str, Any]:
-    return yaml.safe_load((CONFIG_DIR / "dev.yaml").read_text())
+def _raw(env: str) -> dict[str, Any]:
+    return yaml.safe_load((CONFIG_DIR / f"{env}.yaml").read_text())
+
+
+def private_raw() -> dict[str, Any]:
+    """dev (managed endpoint + App Service) under the private profile: managed network with
+    approved outbound only, so outbound rules are generated; App Service with VNet integration."""
+    raw = _raw("dev")
+    raw["environment"] = "private"
+    raw["network"] = {
+        "profile": "private",
+        "agent_pool": {"name": "genaiops-private-agents", "ssh_public_key": "${AGENT_SSH_PUBLIC_KEY}"},
+        "egress_fqdns": ["www.python.org"],
+    }
+    raw["workspace"]["managed_network"] = {"isolation": "allow_only_approved_outbound"}
+    raw["connections"].append(
+        {"name": "openai", "category": "OpenAI", "target": "https://api.openai.com/v1", "auth_type": "AAD"}
+    )
+    return raw
 
 
 def insecure_raw() -> dict[str, Any]:
-    raw = _dev_raw()
+    raw = private_raw()
     raw["environment"] = "insecure"
     raw["key_vault"]["public_network_access"] = True
     raw["registry"]["admin_enabled"] = True
@@ -45,10 +66,12 @@ def insecure_raw() -> dict[str, Any]:
 
 
 def variant_raw() -> dict[str, Any]:
-    """Access-policy vault, an existing resource group, AAD + Key Vault connections, AKS legacy,
-    a differently sized batch cluster."""
-    raw = _dev_raw()
+    """prod (Kubernetes) under the public profile with HTTPS on the extension, plus: an
+    access-policy vault, an existing resource group, AAD + Key Vault connections, the legacy AKS
+    attach for a second compute, a differently sized batch cluster, readers, an IP allow list."""
+    raw = _raw("prod")
     raw["environment"] = "variant"
+    raw["network"] = {"profile": "public", "allowed_ips": ["203.0.113.0/24", "198.51.100.7"]}
     raw["azure"]["resource_group"] = {"name": "existing-rg", "create": False}
     raw["key_vault"]["authorization"] = "access_policies"
     raw["workspace"].update(batch_compute="batch-2", batch_vm_size="Standard_D4s_v3", batch_max_nodes=2)
@@ -70,13 +93,22 @@ def variant_raw() -> dict[str, Any]:
             "api_version": "2024-02-01",
         },
     ]
+    for deployment in (raw["flows"][f]["deployment"] for f in raw["flows"]):
+        deployment.update(ssl_cname="flows.example.com", ssl_secret="azureml-tls")
     raw["flows"]["support_triage"]["deployment"] = {
         "target": "kubernetes",
         "aks_cluster_id": AKS,
+        "compute_name": "aks-legacy",
         "legacy_inference_cluster": True,
         "auth_mode": "aml_token",
+        "ssl_cname": "flows.example.com",
+        "ssl_secret": "azureml-tls",
     }
     return raw
+
+
+VARIANTS = {"private": private_raw, "insecure": insecure_raw, "variant": variant_raw}
+STACKS = ("dev", "prod", "private", "variant", "insecure")
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +116,8 @@ def config_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("config")
     for env in ("dev", "prod", "local"):
         (directory / f"{env}.yaml").write_text((CONFIG_DIR / f"{env}.yaml").read_text())
-    (directory / "insecure.yaml").write_text(yaml.safe_dump(insecure_raw()))
-    (directory / "variant.yaml").write_text(yaml.safe_dump(variant_raw()))
+    for name, make in VARIANTS.items():
+        (directory / f"{name}.yaml").write_text(yaml.safe_dump(make()))
     return directory
 
 
@@ -122,7 +154,7 @@ def stacks(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     saved = os.environ.get("AOAI_API_KEY")
     os.environ["AOAI_API_KEY"] = CANARY
     try:
-        configs = [load_config(e, config_dir) for e in ("dev", "prod", "insecure", "variant")]
+        configs = [load_config(e, config_dir, example=True) for e in STACKS]
         paths = synth(configs, out, customize=_add_subscription_contributor)
     finally:
         if saved is None:
@@ -147,16 +179,21 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
     from infra.components.key_vault_access import KeyVaultAccess
     from infra.components.kubernetes import KubernetesCompute
     from infra.components.workspace import Workspace
+    from infra.stacks.environment import provider_features
+    from infra.time_sleep import TimeProvider, TimeSleep
     from release.config import AppServiceTarget, KubernetesTarget
 
     out = tmp_path_factory.mktemp("bare")
     app = cdktf.App(outdir=str(out), stack_traces=False)
-    dev = load_config("dev", CONFIG_DIR)
+    dev = load_config("dev", CONFIG_DIR, example=True)
 
     def stack(name: str) -> tuple[cdktf.TerraformStack, AzapiProvider]:
         s = cdktf.TerraformStack(app, name)
-        AzurermProvider(s, "azurerm", features=[{}])
+        AzurermProvider(s, "azurerm", features=[provider_features()])
         return s, AzapiProvider(s, "azapi")
+
+    s, _ = stack("time")
+    TimeSleep(s, "wait", provider=TimeProvider(s, "time"), create_duration="120s", triggers={"p": "x"})
 
     s, _ = stack("workspace")
     Workspace(s, "ws", dev)
@@ -174,11 +211,13 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             log_analytics_id="/log/id",
         ),
         deployer=Principal("deployer", DEPLOYER),
-        runtime=[Principal("ep", "33333333-3333-3333-3333-333333333333", managed_identity=True)],
-        readers=[Principal("reader", "44444444-4444-4444-4444-444444444444", "Group")],
+        endpoints=[Principal("ep", EP, managed_identity=True)],
+        web=[Principal("web", WEB, managed_identity=True)],
+        computes=[Principal("aks", COMPUTE, managed_identity=True)],
+        readers=[Principal("reader", READER, "Group")],
         web_apps=[("app", "/app/id")],
         batch=[Principal("batch", BATCH, managed_identity=True)],
-        telemetry=[Principal("web", WEB, managed_identity=True)],
+        promoters=[Principal("promoter", PROMOTER)],
     )
     for mode in ("rbac", "access_policies"):
         s, _ = stack(f"kv_{mode}")
@@ -189,21 +228,20 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             tenant_id=SUBSCRIPTION,
             key_vault_id="/kv/id",
             authorization=mode,  # type: ignore[arg-type]
-            readers=[Principal("ep", "33333333-3333-3333-3333-333333333333")],
-            writers=[Principal("deployer", DEPLOYER)],
-            apply_identity_unless=DEPLOYER,
+            readers=[Principal("web", WEB, managed_identity=True)],
         )
 
-    variant = load_config("variant", config_dir)
-    s, azapi = stack("connections")
-    Connections(
-        s,
-        "conn",
-        provider=azapi,
-        workspace_id="/ws/id",
-        key_vault_id="/kv/id",
-        connections=variant.connections,
-    )
+    variant = load_config("variant", config_dir, example=True)
+    for name, version in (("connections", 1), ("connections_rotated", 2)):  # key rotation
+        s, azapi = stack(name)
+        Connections(
+            s,
+            "conn",
+            provider=azapi,
+            workspace_id="/ws/id",
+            key_vault_id="/kv/id",
+            connections=[c.model_copy(update={"key_version": version}) for c in variant.connections],
+        )
 
     s, azapi = stack("endpoint")
     for auth, require in (("aad_token", True), ("key", False)):
@@ -227,7 +265,13 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
             provider=azapi,
             workspace_id="/ws/id",
             location="westeurope",
-            target=KubernetesTarget(target="kubernetes", aks_cluster_id=AKS, legacy_inference_cluster=legacy),
+            target=KubernetesTarget(
+                target="kubernetes",
+                aks_cluster_id=AKS,
+                legacy_inference_cluster=legacy,
+                ssl_cname=None if legacy else "flows.example.com",
+                ssl_secret=None if legacy else "azureml-tls",
+            ),
         )
 
     s, _ = stack("webapp")
@@ -241,6 +285,7 @@ def bare(config_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         location="westeurope",
         registry_login_server="acr1.azurecr.io",
         app_insights_reference="@Microsoft.KeyVault(SecretUri=https://kv1.vault.azure.net/secrets/appi)",
+        subnet_id="/snet/app",
     )
 
     for managed_network in (True, False):

@@ -42,7 +42,7 @@ def scans(stacks: Synthesized, config_dir: Path) -> dict[str, subprocess.Complet
             stderr=subprocess.PIPE,
             text=True,
         )
-        for name in ("dev", "prod", "insecure")
+        for name in ("dev", "prod", "private", "variant", "insecure")
     }
     results = {}
     for name, proc in running.items():
@@ -51,10 +51,11 @@ def scans(stacks: Synthesized, config_dir: Path) -> dict[str, subprocess.Complet
     return results
 
 
-def test_scan_dev_and_prod_pass_with_zero_failed_checks(
+def test_scan_passes_for_dev_and_prod_under_both_profiles(
     scans: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
-    for env in ("dev", "prod"):
+    # dev: public, prod: private, private: dev under the private profile, variant: prod under public
+    for env in ("dev", "prod", "private", "variant"):
         proc = scans[env]
         assert proc.returncode == 0, proc.stderr
         assert f"scan {env}:" in proc.stdout and " 0 failed" in proc.stdout
@@ -116,11 +117,49 @@ def test_local_has_no_cloud_stack(tmp_path: Path) -> None:
     assert not out.exists()
 
 
+REAL = {  # what an ops engineer exports (docs/first-deployment.md); not the example values
+    "GENAIOPS_EXAMPLE": "0",
+    "AZURE_SUBSCRIPTION_ID": "3f2c1a9e-0b1d-4c55-9a77-1e2d3c4b5a69",
+    "AZURE_TENANT_ID": "7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
+    "GENAIOPS_NAME_PREFIX": "acme",
+    "TFSTATE_RESOURCE_GROUP": "acme-tfstate-rg",
+    "TFSTATE_STORAGE_ACCOUNT": "acmetfstate01",
+    "DEPLOYER_OBJECT_ID": "5b0e8c0e-4a5e-4a53-9d5c-6c1f3f2f9a10",
+    "PROD_DEPLOYER_OBJECT_ID": "9d8e7f6a-1b2c-4d3e-8f9a-0b1c2d3e4f5a",
+    "AOAI_ENDPOINT": "https://acme-aoai.openai.azure.com/",
+    "AOAI_RESOURCE_ID": (
+        "/subscriptions/3f2c1a9e-0b1d-4c55-9a77-1e2d3c4b5a69/resourceGroups/acme-ai-rg/providers/"
+        "Microsoft.CognitiveServices/accounts/acme-aoai"
+    ),
+    "AOAI_DEPLOYMENT": "gpt-4o-mini",
+}
+
+
+def test_plan_refuses_example_values_naming_each_variable(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    for command in ("plan", "apply"):
+        proc = genaiops(
+            command, "--env", "dev", env={"GENAIOPS_CDKTF_OUT": str(out), "GENAIOPS_EXAMPLE": "1"}
+        )
+        assert proc.returncode == 2, proc.stderr
+        for variable in ("AZURE_SUBSCRIPTION_ID", "DEPLOYER_OBJECT_ID", "TFSTATE_STORAGE_ACCOUNT"):
+            assert f"${variable} is not set (example mode filled in" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not out.exists()  # refused before synth
+    proc = genaiops("config", "validate", "--env", "dev", env={"GENAIOPS_EXAMPLE": "0"})
+    assert proc.returncode == 2 and "environment variable AZURE_SUBSCRIPTION_ID is not set" in proc.stderr
+
+
 def test_plan_stops_clearly_after_synth_and_scan_without_credentials(tmp_path: Path) -> None:
     out = tmp_path / "out"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("ARM_")}
     clean.update(
-        {"GENAIOPS_CDKTF_OUT": str(out), "AZURE_CONFIG_DIR": str(tmp_path / "no-az"), "AOAI_API_KEY": CANARY}
+        {
+            **REAL,
+            "GENAIOPS_CDKTF_OUT": str(out),
+            "AZURE_CONFIG_DIR": str(tmp_path / "no-az"),
+            "AOAI_API_KEY": CANARY,
+        }
     )
     proc = subprocess.run(
         [sys.executable, "-m", "release.cli", "plan", "--env", "dev"],
@@ -128,14 +167,14 @@ def test_plan_stops_clearly_after_synth_and_scan_without_credentials(tmp_path: P
         env={**clean, "PYTHONPATH": str(REPO_ROOT)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert proc.returncode != 0
-    assert "scan dev: " in proc.stdout and " 0 failed" in proc.stdout
+    assert "scan dev: " in proc.stdout and " 0 failed" in proc.stdout, proc.stdout + proc.stderr
     assert "synth and scan passed, but" in proc.stderr and "Traceback" not in proc.stderr
     assert not (out / "stacks" / "dev" / "plan.tfplan").exists()
     for path in (p for p in out.rglob("*") if p.is_file()):
         assert CANARY not in path.read_text(errors="replace"), path
-    proc = genaiops("apply", "--env", "dev", env={"GENAIOPS_CDKTF_OUT": str(out)})
+    proc = genaiops("apply", "--env", "dev", env={**REAL, "GENAIOPS_CDKTF_OUT": str(out)})
     assert proc.returncode != 0 and "run `make plan ENV=dev` first" in proc.stderr

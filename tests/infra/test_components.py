@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from infra import roles
-from tests.infra.conftest import AKS, BATCH, DEPLOYER, WEB, resources
+from tests.infra.conftest import AKS, BATCH, COMPUTE, DEPLOYER, EP, PROMOTER, READER, WEB, resources
 
-EP = "33333333-3333-3333-3333-333333333333"
+SECRETS_READER = "Azure Machine Learning Workspace Connection Secrets Reader"
 
 
 def _role_guid(assignment: dict[str, Any]) -> str:
@@ -29,24 +29,28 @@ def test_workspace_secure_defaults(bare: dict[str, Any]) -> None:
     doc = bare["workspace"]
     (acr,) = resources(doc, "azurerm_container_registry")
     assert acr["admin_enabled"] is False
-    assert acr["public_network_access_enabled"] is False
+    assert acr["public_network_access_enabled"] is True  # dev: public profile
     assert acr["anonymous_pull_enabled"] is False
+    assert acr["quarantine_policy_enabled"] is False and acr["trust_policy_enabled"] is False
     (appi,) = resources(doc, "azurerm_application_insights")
     assert appi["workspace_id"].startswith("${azurerm_log_analytics_workspace.")
     (kv,) = resources(doc, "azurerm_key_vault")
     assert kv["rbac_authorization_enabled"] is True
     assert kv["purge_protection_enabled"] is True
-    assert kv["public_network_access_enabled"] is False
-    assert kv["network_acls"]["default_action"] == "Deny"
+    assert kv["public_network_access_enabled"] is True
+    assert kv["network_acls"]["default_action"] == "Allow"
     (st,) = resources(doc, "azurerm_storage_account")
-    assert st["min_tls_version"] == "TLS1_2"
-    assert st["public_network_access_enabled"] is False
+    assert st["min_tls_version"] == "TLS1_2" and st["https_traffic_only_enabled"] is True
+    assert st["public_network_access_enabled"] is True
     assert st["allow_nested_items_to_be_public"] is False
     assert 3 <= len(st["name"]) <= 24 and st["name"].isalnum()
     (ws,) = resources(doc, "azurerm_machine_learning_workspace")
     assert ws["identity"]["type"] == "SystemAssigned"
-    assert ws["public_network_access_enabled"] is False
-    assert ws["managed_network"]["isolation_mode"] == "AllowOnlyApprovedOutbound"
+    assert ws["public_network_access_enabled"] is True
+    assert ws["managed_network"] == {
+        "isolation_mode": "AllowInternetOutbound",
+        "provision_on_creation_enabled": True,
+    }
     for ref in ("application_insights_id", "key_vault_id", "storage_account_id", "container_registry_id"):
         assert ws[ref].startswith("${azurerm_")
 
@@ -59,23 +63,32 @@ def test_access_scopes_each_grant_to_one_resource(bare: dict[str, Any]) -> None:
         (DEPLOYER, "Storage Blob Data Contributor", "/st/id"),
         (DEPLOYER, "Log Analytics Reader", "/log/id"),
         (DEPLOYER, "Website Contributor", "/app/id"),
-        (EP, "AcrPull", "/acr/id"),
-        (EP, "Storage Blob Data Reader", "/st/id"),
-        (EP, "Azure ML Workspace Connection Secrets Reader", "/ws/id"),
-        (EP, "AzureML Metrics Writer", "/ws/id"),
-        ("44444444-4444-4444-4444-444444444444", "Reader", "/ws/id"),
-        ("44444444-4444-4444-4444-444444444444", "Storage Blob Data Reader", "/st/id"),
+        # system-assigned endpoint: only what Azure ML does not grant itself (M2)
+        (EP, SECRETS_READER, "/ws/id"),
+        (EP, "Monitoring Metrics Publisher", "/appi/id"),
+        (WEB, "AcrPull", "/acr/id"),
+        (WEB, "Monitoring Metrics Publisher", "/appi/id"),
+        (COMPUTE, "AcrPull", "/acr/id"),
+        (READER, "Reader", "/ws/id"),
+        (READER, "Storage Blob Data Reader", "/st/id"),
         (BATCH, "AcrPull", "/acr/id"),
         (BATCH, "Storage Blob Data Contributor", "/st/id"),
-        (BATCH, "Azure ML Workspace Connection Secrets Reader", "/ws/id"),
-        (BATCH, "AzureML Metrics Writer", "/ws/id"),
-        (WEB, "Monitoring Metrics Publisher", "/appi/id"),
+        (BATCH, SECRETS_READER, "/ws/id"),
+        (BATCH, "AzureML Metrics Writer (preview)", "/ws/id"),
+        (PROMOTER, "AcrPull", "/acr/id"),
     }
     for a in resources(bare["access"], "azurerm_role_assignment"):
         assert a["role_definition_id"].startswith("/subscriptions/00000000-0000-0000-0000-000000000000/")
         assert _role_guid(a) not in roles.PRIVILEGED.values()
     ep = [a for a in resources(bare["access"], "azurerm_role_assignment") if a["principal_id"] == EP]
     assert all(a["skip_service_principal_aad_check"] is True for a in ep)
+
+
+def test_role_table_names_match_azure_built_in_names() -> None:
+    """L2: the labels are the official role names (built-in-roles page)."""
+    assert SECRETS_READER in roles.ROLES
+    assert "AzureML Metrics Writer (preview)" in roles.ROLES
+    assert "Key Vault Secrets Officer" not in roles.ROLES  # nobody writes secrets via the data plane
 
 
 def test_grant_refuses_privileged_roles_and_subscription_scope() -> None:
@@ -111,38 +124,38 @@ def test_grant_refuses_privileged_roles_and_subscription_scope() -> None:
 
 def test_key_vault_rbac_grants_secrets_user_not_reader(bare: dict[str, Any]) -> None:
     doc = bare["kv_rbac"]
-    (current,) = doc["data"]["azurerm_client_config"]
-    apply_identity = f"${{data.azurerm_client_config.{current}.object_id}}"
-    assert _grants(doc) == {
-        (EP, "Key Vault Secrets User", "/kv/id"),
-        (DEPLOYER, "Key Vault Secrets Officer", "/kv/id"),
-        (apply_identity, "Key Vault Secrets Officer", "/kv/id"),  # writes the App Service secrets
-    }
-    (terraform,) = [
-        a for a in resources(doc, "azurerm_role_assignment") if a["principal_id"] == apply_identity
-    ]
-    # skipped when terraform runs as the deployer (same grant twice fails in Azure)
-    assert (
-        terraform["count"] == f'${{(data.azurerm_client_config.{current}.object_id == "{DEPLOYER}") ? 0 : 1}}'
-    )
-    assert "principal_type" not in terraform  # a user or a service principal: Azure looks it up
+    assert _grants(doc) == {(WEB, "Key Vault Secrets User", "/kv/id")}
     assert resources(doc, "azurerm_key_vault_access_policy") == []
+    assert "data" not in doc  # no client-config lookup: terraform writes no data-plane secret
 
 
 def test_key_vault_access_policies_get_list(bare: dict[str, Any]) -> None:
     doc = bare["kv_access_policies"]
     assert resources(doc, "azurerm_role_assignment") == []
-    policies = {p["object_id"]: p for p in resources(doc, "azurerm_key_vault_access_policy")}
-    (current,) = doc["data"]["azurerm_client_config"]
-    terraform = policies.pop(f"${{data.azurerm_client_config.{current}.object_id}}")
-    assert terraform["tenant_id"] == f"${{data.azurerm_client_config.{current}.tenant_id}}"
-    assert "Set" in terraform["secret_permissions"] and terraform["count"].endswith("? 0 : 1}")
-    assert policies[EP]["secret_permissions"] == ["Get", "List"]
-    assert policies[EP]["key_vault_id"] == "/kv/id"
-    assert set(policies[DEPLOYER]["secret_permissions"]) >= {"Get", "List", "Set"}
-    assert "Purge" not in policies[DEPLOYER]["secret_permissions"]
-    for p in policies.values():
-        assert "key_permissions" not in p and "certificate_permissions" not in p
+    (policy,) = resources(doc, "azurerm_key_vault_access_policy")
+    assert policy["object_id"] == WEB and policy["key_vault_id"] == "/kv/id"
+    assert policy["secret_permissions"] == ["Get", "List"]
+    assert "key_permissions" not in policy and "certificate_permissions" not in policy
+
+
+def test_time_sleep_is_written_like_azapi(bare: dict[str, Any]) -> None:
+    doc = bare["time"]
+    assert doc["terraform"]["required_providers"]["time"]["source"] == "hashicorp/time"
+    (wait,) = resources(doc, "time_sleep")
+    assert wait["create_duration"] == "120s" and wait["triggers"] == {"p": "x"}
+    import cdktf
+
+    from infra.time_sleep import TimeProvider, TimeSleep
+
+    stack = cdktf.TerraformStack(cdktf.App(), "bad_duration")
+    with pytest.raises(ValueError, match="create_duration"):
+        TimeSleep(stack, "w", provider=TimeProvider(stack, "t"), create_duration="two minutes")
+
+
+def test_provider_features_block_is_typed(bare: dict[str, Any]) -> None:
+    (provider,) = bare["workspace"]["provider"]["azurerm"]
+    assert provider["features"] != [{}]
+    assert provider["features"][0]["storage"] == [{"data_plane_available": False}]
 
 
 def test_connection_bodies_follow_rest_shape_and_hold_no_key(bare: dict[str, Any]) -> None:
@@ -155,12 +168,20 @@ def test_connection_bodies_follow_rest_shape_and_hold_no_key(bare: dict[str, Any
         "properties": {
             "category": "AzureOpenAI",
             "authType": "ApiKey",
-            "target": "https://gaops-dev-aoai.openai.azure.com/",
+            "target": "https://gaops-example-aoai.openai.azure.com/",
             "isSharedToAll": False,
-            "metadata": {"ApiType": "azure", "ApiVersion": "2024-02-01"},
+            "metadata": {
+                "ApiType": "azure",
+                "ApiVersion": "2024-02-01",
+                "ResourceId": (
+                    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/gaops-aoai-rg/"
+                    "providers/Microsoft.CognitiveServices/accounts/gaops-example-aoai"
+                ),
+            },
         }
     }
     assert aoai["sensitive_body"] == {"properties": {"credentials": {"key": "${var.secret_aoai_api_key}"}}}
+    assert aoai["sensitive_body_version"] == {"properties.credentials.key": "1"}
     assert doc["variable"]["secret_aoai_api_key"]["sensitive"] is True
     assert doc["variable"]["secret_aoai_api_key"]["ephemeral"] is True
     search = conns["search"]
@@ -174,6 +195,21 @@ def test_connection_bodies_follow_rest_shape_and_hold_no_key(bare: dict[str, Any
     aad = conns["aoai_aad"]
     assert aad["body"]["properties"]["authType"] == "AAD"
     assert "sensitive_body" not in aad and "credentials" not in aad["body"]["properties"]
+    assert "sensitive_body_version" not in aad
+
+
+def test_key_rotation_bumps_the_sensitive_body_version(bare: dict[str, Any]) -> None:
+    """A write-only key is never diffed: bumping ``key_version`` is what makes the plan update
+    the workspace connection (azapi ``sensitive_body_version``); nothing else changes."""
+    before = {c["name"]: c for c in resources(bare["connections"], "azapi_resource")}
+    after = {c["name"]: c for c in resources(bare["connections_rotated"], "azapi_resource")}
+    for name in ("aoai", "search"):
+        assert before[name]["sensitive_body_version"] == {"properties.credentials.key": "1"}
+        assert after[name]["sensitive_body_version"] == {"properties.credentials.key": "2"}
+        same = ("//", "sensitive_body_version")  # "//" holds the construct path
+        assert {k: v for k, v in before[name].items() if k not in same} == {
+            k: v for k, v in after[name].items() if k not in same
+        }
 
 
 def test_online_endpoint_auth_mode_identity_network(bare: dict[str, Any]) -> None:
@@ -194,6 +230,12 @@ def test_kubernetes_attach_extension_by_default(bare: dict[str, Any]) -> None:
     doc = bare["kubernetes_extension"]
     (ext,) = resources(doc, "azurerm_kubernetes_cluster_extension")
     assert ext["extension_type"] == "Microsoft.AzureML.Kubernetes"
+    settings = ext["configuration_settings"]  # H5: HTTPS needs sslCname + a certificate secret
+    assert (settings["allowInsecureConnections"], settings["sslCname"], settings["sslSecret"]) == (
+        "False",
+        "flows.example.com",
+        "azureml-tls",
+    )
     assert ext["cluster_id"] == AKS
     assert ext["configuration_settings"]["enableInference"] == "True"
     (compute,) = resources(doc, "azapi_resource")
@@ -232,6 +274,9 @@ def test_web_app_and_slot(bare: dict[str, Any]) -> None:
         assert cfg["ftps_state"] == "Disabled"
         assert cfg["container_registry_use_managed_identity"] is True
         assert cfg["application_stack"]["docker_registry_url"] == "https://acr1.azurecr.io"
+        assert cfg["vnet_route_all_enabled"] is True  # H6: Key Vault references via the VNet
+        assert site["virtual_network_subnet_id"] == "/snet/app"
+        assert site["vnet_image_pull_enabled"] is True  # H6: image pull via the VNet
         assert "docker_registry_password" not in cfg["application_stack"]
         # the release tooling writes the slot's settings and image; a swap moves them to the app
         assert site["lifecycle"]["ignore_changes"] == ["app_settings", "site_config[0].application_stack"]
@@ -254,13 +299,14 @@ def test_batch_compute_scales_to_zero_without_keys_or_public_ip(bare: dict[str, 
     assert cluster["ssh_public_access_enabled"] is False
     assert cluster["node_public_ip_enabled"] is False
     assert "subnet_resource_id" not in cluster  # the managed network places the nodes
+    assert cluster["timeouts"] == {"create": "60m"}
     # without a managed network and without a subnet, Azure needs the node public IP
     (open_cluster,) = resources(bare["batch_open"], "azurerm_machine_learning_compute_cluster")
     assert open_cluster["node_public_ip_enabled"] is True
     assert open_cluster["local_auth_enabled"] is False
 
 
-def test_telemetry_grant_needs_the_app_insights_scope() -> None:
+def test_grant_needs_its_scope() -> None:
     import cdktf
 
     from infra.components.access import Access, Principal, Scopes
@@ -273,5 +319,5 @@ def test_telemetry_grant_needs_the_app_insights_scope() -> None:
             subscription_id="s",
             scopes=Scopes(workspace_id="/ws", registry_id="/acr", storage_id="/st"),
             deployer=Principal("deployer", DEPLOYER),
-            telemetry=[Principal("web", WEB)],
+            web=[Principal("web", WEB)],
         )

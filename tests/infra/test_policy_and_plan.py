@@ -9,22 +9,46 @@ import pytest
 import yaml
 
 from infra import terraform
-from infra.scan import CHECKS_DIR, POLICY_FILE
+from infra.scan import CHECKS_DIR, policy_file
 from release.config import CONFIG_DIR, load_config
 from release.errors import UserError
 
 
-def test_every_skipped_check_has_a_reason() -> None:
-    text = POLICY_FILE.read_text()
+@pytest.mark.parametrize("profile", ["public", "private"])
+def test_every_skipped_check_has_a_reason(profile: str) -> None:
+    text = policy_file(profile).read_text()
     skips = yaml.safe_load(text)["skip-check"]
     assert skips
     for check in skips:
         (line,) = [ln for ln in text.splitlines() if re.match(rf"\s*-\s*{check}\s", ln)]
         reason = line.split("#", 1)[1].strip() if "#" in line else ""
         assert len(reason) > 20, f"{check} is skipped without a reason"
-    # the checks the issue names must never be skipped
-    for required in ("CKV_AZURE_189", "CKV_AZURE_137", "CKV_AZURE_144", "CKV_AZURE_139"):
+    # never skipped in either profile: ACR admin user, endpoint auth, privileged/broad grants
+    for required in ("CKV_AZURE_137", "CKV2_GENAIOPS_2", "CKV2_GENAIOPS_5", "CKV2_GENAIOPS_6"):
         assert required not in skips
+    if profile == "private":  # network exposure is never skipped for the private profile
+        for required in ("CKV_AZURE_189", "CKV_AZURE_144", "CKV_AZURE_139", "CKV2_AZURE_32", "CKV2_AZURE_33"):
+            assert required not in skips
+
+
+def test_public_profile_skips_only_exposure_it_is_meant_to_have() -> None:
+    public = set(yaml.safe_load(policy_file("public").read_text())["skip-check"])
+    private = set(yaml.safe_load(policy_file("private").read_text())["skip-check"])
+    extra = public - private
+    assert extra == {
+        "CKV_AZURE_189",
+        "CKV_AZURE_109",
+        "CKV2_AZURE_32",
+        "CKV_AZURE_139",
+        "CKV_AZURE_144",
+        "CKV2_AZURE_49",
+        "CKV_AZURE_59",
+        "CKV_AZURE_35",
+        "CKV2_AZURE_33",
+        "CKV_AZURE_222",
+        "CKV2_GENAIOPS_1",
+    }
+    assert "CKV_AZURE_97" in private - public  # the agent scale set exists only in private
 
 
 def test_custom_checks_cover_azapi_resources() -> None:
@@ -57,7 +81,7 @@ def test_plan_summary_counts_per_resource_type() -> None:
 
 
 def test_connection_keys_go_to_tf_vars_only_from_the_environment() -> None:
-    cfg = load_config("dev", CONFIG_DIR)
+    cfg = load_config("dev", CONFIG_DIR, example=True)
     assert terraform.secret_variables(cfg, {"AOAI_API_KEY": "k"}) == {"TF_VAR_secret_aoai_api_key": "k"}
     with pytest.raises(
         UserError, match=r"dev.yaml: connections\[0\]\.secret\.env: \$AOAI_API_KEY is not set"

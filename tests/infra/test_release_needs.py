@@ -18,7 +18,11 @@ from tests.infra.conftest import CANARY, Synthesized, resources
 
 
 def _secrets(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {s["name"]: s for s in resources(doc, "azurerm_key_vault_secret")}
+    return {
+        s["name"]: s
+        for s in resources(doc, "azapi_resource")
+        if s["type"] == "Microsoft.KeyVault/vaults/secrets@2023-07-01"
+    }
 
 
 def test_batch_cluster_is_named_and_sized_by_config(stacks: Synthesized, config_dir: Path) -> None:
@@ -28,7 +32,7 @@ def test_batch_cluster_is_named_and_sized_by_config(stacks: Synthesized, config_
         assert cluster["name"] == load_config(env, config_dir).workspace.batch_compute == "cpu-cluster"
         assert cluster["machine_learning_workspace_id"].startswith("${azurerm_machine_learning_workspace.")
         assert cluster["scale_settings"]["min_node_count"] == 0
-        assert cluster["node_public_ip_enabled"] is False  # dev/prod: managed network
+        assert cluster["node_public_ip_enabled"] is False  # dev: managed network; prod: our subnet
         assert doc["output"]["batch_compute_name"]["value"] == "cpu-cluster"
     (variant,) = resources(stacks.json["variant"], "azurerm_machine_learning_compute_cluster")
     assert (variant["name"], variant["vm_size"], variant["scale_settings"]["max_node_count"]) == (
@@ -42,42 +46,40 @@ def test_bad_batch_compute_name_fails_before_synth_with_field_path(tmp_path: Pat
     raw = yaml.safe_load((CONFIG_DIR / "dev.yaml").read_text())
     raw["workspace"]["batch_compute"] = "cpu_cluster_for_all_experiments"
     (tmp_path / "dev.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"dev\.yaml: workspace\.batch_compute: 'cpu_cluster_for_all"):
-        check(load_config("dev", tmp_path))
+    with pytest.raises(
+        ConfigError, match=r"dev\.yaml: workspace\.batch_compute: the Azure ML compute name 'cpu_"
+    ):
+        check(load_config("dev", tmp_path, example=True))
 
 
-def test_app_insights_connection_string_secret_is_a_reference(stacks: Synthesized) -> None:
+def test_app_insights_connection_string_secret_is_written_through_arm(stacks: Synthesized) -> None:
     for env in ("dev", "prod"):
         secret = _secrets(stacks.json[env])["appinsights-connection-string"]
-        assert secret["value"].startswith("${azurerm_application_insights.")
-        assert secret["value"].endswith(".connection_string}")
-        assert secret["key_vault_id"].startswith("${azurerm_key_vault.")
-        assert secret["content_type"]
+        assert secret["parent_id"].startswith("${azurerm_key_vault.")
+        value = secret["sensitive_body"]["properties"]["value"]
+        assert value.startswith("${azurerm_application_insights.") and value.endswith(".connection_string}")
+        assert "value" not in secret["body"]["properties"]  # write-only: not in state
+        # a replaced App Insights (new id) re-sends its new connection string
+        assert secret["sensitive_body_version"]["properties.value"].endswith(".id}")
+        assert secret["body"]["properties"]["contentType"]
 
 
 def test_connection_keys_become_write_only_secrets_for_app_service(stacks: Synthesized) -> None:
     dev = stacks.json["dev"]
     key = _secrets(dev)["aoai-api-key"]
-    assert "value" not in key  # write-only: in neither state nor plan
-    assert key["value_wo"] == "${var.secret_aoai_api_key}"  # the connection's ephemeral variable
-    assert key["value_wo_version"] == "${var.secrets_version}"
-    assert dev["variable"]["secrets_version"]["default"] == 1
+    assert key["sensitive_body"] == {"properties": {"value": "${var.secret_aoai_api_key}"}}
+    assert key["sensitive_body_version"] == {"properties.value": "1"}  # connections[0].key_version
+    assert "value" not in key["body"]["properties"]
     assert CANARY not in json.dumps(dev)
-    # written only after the writer grants exist (deployer, and terraform's own identity)
-    grants = {f"azurerm_role_assignment.{k}" for k in dev["resource"]["azurerm_role_assignment"]}
-    for secret in _secrets(dev).values():
-        assert secret["depends_on"] and set(secret["depends_on"]) <= grants
-        assert any("terraform_write" in d for d in secret["depends_on"])
     # prod has no App Service flow: no key is copied into the vault
     assert set(_secrets(stacks.json["prod"])) == {"appinsights-connection-string"}
-    assert "secrets_version" not in stacks.json["prod"]["variable"]
 
 
 def test_secret_names_match_what_the_release_code_references(stacks: Synthesized, config_dir: Path) -> None:
     from release.azure.names import app_insights_secret
     from release.targets.appservice import key_vault_reference
 
-    cfg = load_config("dev", config_dir)
+    cfg = load_config("dev", config_dir, example=True)
     written = set(_secrets(stacks.json["dev"]))
     assert set(stacks.json["dev"]["output"]["key_vault_secrets"]["value"]) == written
     referenced = [app_insights_secret(cfg)] + [
