@@ -122,6 +122,10 @@ class ModelServer:
         self.started = int(time.time())
         self.requests = 0
         self.completions = 0
+        # chat requests being handled now (faults and latency included) and the most at once since
+        # the last POST /admin/stats/reset: what a client's concurrency bound looks like from here
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.open_connections: Callable[[], int] = lambda: 0  # set by serve()
         self._ids = itertools.count(1)
 
@@ -137,6 +141,7 @@ class ModelServer:
         app.router.add_get("/admin/faults", self._admin_faults, allow_head=False)
         app.router.add_post("/admin/faults", self._admin_faults)
         app.router.add_get("/admin/stats", self._admin_stats, allow_head=False)
+        app.router.add_post("/admin/stats/reset", self._admin_stats_reset)
         return app
 
     @web.middleware
@@ -229,6 +234,8 @@ class ModelServer:
         stats = {
             "requests": self.requests,
             "completions": self.completions,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
             "open_connections": self.open_connections(),
             "injected": dict(self.faults.injected),
         }
@@ -251,7 +258,24 @@ class ModelServer:
             )
         return await self._chat(request, request.match_info["deployment"], bearer_only=False)
 
+    async def _admin_stats_reset(self, request: web.Request) -> web.Response:
+        """Restart the ``max_in_flight`` count from the requests in flight now."""
+        if not self._authorized(request.headers):
+            return self._unauthorized(False)
+        self.max_in_flight = self.in_flight
+        return json_response(200, {"in_flight": self.in_flight, "max_in_flight": self.max_in_flight})
+
     async def _chat(
+        self, request: web.Request, deployment: str | None, bearer_only: bool
+    ) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._chat_counted(request, deployment, bearer_only)
+        finally:
+            self.in_flight -= 1
+
+    async def _chat_counted(
         self, request: web.Request, deployment: str | None, bearer_only: bool
     ) -> web.StreamResponse:
         headers = request.headers
