@@ -326,6 +326,12 @@ class AppServiceTarget(Target):
         return {}
 
     def delete(self, deployment: str) -> None:
+        """Retire ``deployment`` from the staging slot without deleting the slot.
+
+        The slot, its identity and their role assignments belong to infra (review M7: a slot
+        deleted here and re-created later has a new identity with no AcrPull or Key Vault
+        access). The slot's release settings are cleared instead, so it holds no release.
+        """
         slots = self._slots()
         slot = next((s for s, (name, _) in slots.items() if name == deployment), None)
         if slot is None:
@@ -334,9 +340,16 @@ class AppServiceTarget(Target):
             raise UserError(f"deployment {deployment} serves production on {self.app}; roll back instead")
         if self._ramp() > 0:
             raise UserError(f"deployment {deployment} still receives traffic; set its share to 0 first")
+        kept = {
+            k: v
+            for k, v in self._settings(self.slot).items()
+            if k not in (DEPLOYMENT_SETTING, IMAGE_SETTING, CREATED_SETTING)
+        }
         must(
-            f"delete slot {self.app}/{self.slot}",
-            lambda: self.web.web_apps.delete_slot(self.rg, self.app, self.slot),
+            f"clear the release of slot {self.app}/{self.slot}",
+            lambda: self.web.web_apps.update_application_settings_slot(
+                self.rg, self.app, self.slot, StringDictionary(properties=kept)
+            ),
         )
 
     def traffic_metrics(self, since: float) -> dict[str, TrafficMetrics]:

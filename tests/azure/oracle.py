@@ -29,6 +29,7 @@ import datetime
 import enum
 import inspect
 import re
+import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -40,7 +41,16 @@ from azure.ai.ml._restclient.arm_ml_service import models as _models
 from azure.ai.ml._restclient.arm_ml_service._configuration import (
     MachineLearningServicesMgmtClientConfiguration as _Config,
 )
-from azure.ai.ml._restclient.arm_ml_service._utils.model_base import Model, _RestField
+from azure.ai.ml._restclient.arm_ml_service._utils.model_base import Model as _MlModel
+from azure.ai.ml._restclient.arm_ml_service._utils.model_base import _RestField as _MlRestField
+from azure.mgmt.keyvault import models as _kv_models
+from azure.mgmt.keyvault._utils.model_base import Model as _KvModel
+from azure.mgmt.keyvault._utils.model_base import _RestField as _KvRestField
+
+# Both SDKs are generated with the same TypeSpec model base (each package ships its own copy).
+Model = _MlModel | _KvModel
+MODEL_BASES = (_MlModel, _KvModel)
+REST_FIELDS = (_MlRestField, _KvRestField)
 
 ML = "Microsoft.MachineLearningServices"
 # the api-version the generated client defaults to (read from its source, e.g. "2025-12-01")
@@ -54,7 +64,11 @@ RESOURCE_MODELS: dict[str, type[Model]] = {
     f"{ML}/workspaces/onlineEndpoints/deployments".lower(): _models.OnlineDeployment,
     f"{ML}/workspaces/computes".lower(): _models.ComputeResource,
     f"{ML}/workspaces/outboundRules".lower(): _models.OutboundRuleBasicResource,
+    # Key Vault secrets written through ARM (infra/components/vault_secrets.py), azure-mgmt-keyvault
+    "Microsoft.KeyVault/vaults/secrets".lower(): _kv_models.SecretCreateOrUpdateParameters,
 }
+# the api-version each type is pinned to in the stacks (the SDK models are that version or later)
+PINNED_API_VERSIONS = {ML.lower(): "2024-04-01", "microsoft.keyvault": "2023-07-01"}
 
 
 # Found by tests/azure/bicep_crosscheck.py (bicep-types-az 1f896de, 2024-04-01 vs the SDK's
@@ -148,11 +162,12 @@ class _Field:
 @cache
 def _fields(cls: type[Model]) -> dict[str, _Field]:
     """JSON property name -> field, over the class and its bases."""
-    hints = typing.get_type_hints(cls, localns={"_models": _models})
+    module = sys.modules[cls.__module__]
+    hints = typing.get_type_hints(cls, localns={"_models": module})
     out: dict[str, _Field] = {}
     for base in reversed(cls.__mro__):
         for attr, value in vars(base).items():
-            if isinstance(value, _RestField):
+            if isinstance(value, REST_FIELDS):
                 rest = value._rest_name_input or attr
                 out[rest] = _Field(
                     attr=attr,
@@ -241,7 +256,7 @@ def _walk(value: Any, annotation: Any, path: str, strict_enums: bool) -> Iterato
         for i, sub in enumerate(value):
             yield from _walk(sub, item, f"{path}[{i}]", strict_enums)
         return
-    if isinstance(annotation, type) and issubclass(annotation, Model):
+    if isinstance(annotation, type) and issubclass(annotation, MODEL_BASES):
         yield from _model(value, annotation, path, strict_enums)
         return
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from tests.azure.oracle import RESOURCE_MODELS, Violation, azapi_request_body, check, check_stack
+from tests.azure.oracle import (
+    PINNED_API_VERSIONS,
+    RESOURCE_MODELS,
+    Violation,
+    azapi_request_body,
+    check,
+    check_stack,
+)
 
 ML = "Microsoft.MachineLearningServices/workspaces"
 ENDPOINT = f"{ML}/onlineEndpoints@2024-04-01"
@@ -31,7 +38,9 @@ def test_every_azapi_body_is_accepted_by_the_sdk_models(
     assert resources, f"{env}: no azapi_resource synthesized"
     types = {r["type"].split("@")[0] for r in resources.values()}
     assert any(t.endswith("/onlineEndpoints") for t in types)
-    assert all(r["type"].endswith("@2024-04-01") for r in resources.values())
+    for resource in resources.values():
+        namespace = resource["type"].split("/", 1)[0].lower()
+        assert resource["type"].endswith("@" + PINNED_API_VERSIONS[namespace]), resource["type"]
     problems = {k: [str(v) for v in vs] for k, vs in check_stack(synthesized[env]).items() if vs}
     assert problems == {}
 
