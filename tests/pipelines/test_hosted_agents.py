@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from infra import terraform
+from release.config import load_config
 
 _VERSION_MACRO = "$(TERRAFORM_VERSION)"
 
@@ -108,8 +109,13 @@ def test_every_azure_job_names_its_pool_and_a_timeout(
     assert document["pool"] == {"vmImage": "ubuntu-24.04"}
     apply_floor = (terraform.APPLY_TIMEOUT + terraform.INIT_TIMEOUT) / 60
     plan_floor = (terraform.PLAN_TIMEOUT + terraform.INIT_TIMEOUT) / 60
+    private_pool = load_config("prod", example=True).network.agent_pool.name  # type: ignore[union-attr]
     for key, job in _azure_jobs(document):
         pool = job.get("pool", document["pool"])
+        if name == "prod" and str(job.get("deployment", "")).startswith("deploy_"):
+            # prod is network: private: only agents inside its VNet reach the private endpoints
+            assert pool == {"name": private_pool}, (name, key, pool)
+            continue
         assert pool in ({"vmImage": "ubuntu-24.04"}, "server"), (name, key, pool)
         timeout = job.get("timeoutInMinutes")
         assert isinstance(timeout, int) and timeout > 0, f"{name}: {key} has no timeoutInMinutes"
