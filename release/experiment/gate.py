@@ -225,7 +225,13 @@ def run_gate(
             needed = [metric, *needed, *regression_metrics]
         for name in dict.fromkeys(needed):
             value = metric_value(run, name)
-            if finite(value) is None:
+            if finite(value) is None and name in run.cost_latency:
+                outcome.failures.append(
+                    f"variant {run.variant_id}: dataset {run.dataset}: {name} is n/a (no usage reported, "
+                    "or no price for a model the run called); a threshold needs a number: add the model "
+                    "to pricing.models in the environment config"
+                )
+            elif finite(value) is None:
                 outcome.failures.append(
                     f"variant {run.variant_id}: dataset {run.dataset}: "
                     f"{name} = {describe_value(value, name in run.metrics or name in run.cost_latency)}: "

@@ -307,12 +307,10 @@ def test_gates_threshold_cost_and_latency_and_fail_on_na_cost(tmp_path: Path) ->
         "    latency_p95_ms: {max: 500}\n",
     )
     experiment = load_experiment(path)
-    outcome = run_gate(
-        experiment, [_row("cheap", 0.002, 120.0), _row("slow", 0.002, 900.0)], "questions", None
-    )
+    outcome = run_gate(experiment, [_row("cheap", 0.002, 120.0), _row("slow", 0.002, 900.0)], None)
     assert outcome.passed and outcome.chosen is not None and outcome.chosen.variant_id == "cheap"
     assert any("latency_p95_ms = 900.0000 is above the threshold max 500" in r for r in outcome.rejected)
-    outcome = run_gate(experiment, [_row("unpriced", None, 120.0)], "questions", None)
+    outcome = run_gate(experiment, [_row("unpriced", None, 120.0)], None)
     assert not outcome.passed
     assert any("cost_per_line is n/a" in f and "pricing.models" in f for f in outcome.failures)
     # metrics.json round trip keeps the figures apart from the quality metrics
