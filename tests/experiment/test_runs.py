@@ -182,8 +182,9 @@ def test_gate_passes_and_records_the_selection(evaluated) -> None:  # type: igno
     assert selection["variant_id"].startswith("summarize_text_content=")
     assert selection["metrics"]["accuracy"] >= 0.6
     [gate] = list((root / "reports" / "web_classification").glob("2*/gate-*.json"))
-    outcome = json.loads(gate.read_text())
-    assert outcome["passed"] and outcome["chosen"] == selection["variant_id"]
+    record = json.loads(gate.read_text())
+    outcome = record["statistics"]
+    assert record["passed"] and outcome["chosen"] == selection["variant_id"]
     if selection["params"]["classify_with_llm.temperature"] != 0.0:
         # the noisy temperature won only as a tie with the best (no significant difference on
         # these 12 lines): then cost, then latency decide, and the gate says so
