@@ -26,6 +26,7 @@ PACKAGES = {
     "dockerd": "docker.io",
     "docker-registry": "docker-registry",
     "nginx": "nginx",
+    "skopeo": "skopeo",  # registry copies and reads (release/skopeo.py)
 }
 
 
