@@ -33,7 +33,7 @@ from release.config import REPO_ROOT, Connection
 from release.errors import UserError
 from release.git import commit_epoch, git_sha
 from release.registry.hashing import EXCLUDED_DIRS, EXCLUDED_SUFFIXES, content_hash
-from release.reproducible import normalize_image
+from release.reproducible import NORMALIZATION_VERSION, normalize_image
 from release.serving.settings import base_env, key_env
 
 log = logging.getLogger(__name__)
@@ -284,7 +284,8 @@ def stage_context(
     (build_dir / "Dockerfile").write_text(render_dockerfile(spec.base_image, labels))
     (build_dir / "requirements.txt").write_text(image_requirements(spec.flow_dir), encoding="utf-8")
     _link_tree(wheels, build_dir / "wheels")
-    app = build_dir / "app"
+    # one folder per layer, holding the image's paths from / down (see Dockerfile.j2)
+    app = build_dir / "layer-app" / "app"
     for rel in SERVING_FILES:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO_ROOT / rel, app / rel)
@@ -295,7 +296,7 @@ def stage_context(
         + "\n"
     )
     (app / "settings.json").write_text(json.dumps(settings_json(spec.connections), indent=2) + "\n")
-    _copy_flow(spec.flow_dir, build_dir / "flow")
+    _copy_flow(spec.flow_dir, build_dir / "layer-flow" / "app" / "flow")
     normalize_tree(build_dir)
     return build_dir
 
@@ -397,7 +398,7 @@ def build_epoch() -> int:
 def _fixed_times(client: docker.DockerClient, classic_id: str, reference: str, epoch: int) -> str:
     """The id of ``classic_id`` with fixed timestamps, tagged ``reference``; a classic build
     that was served whole from the cache maps to the image made last time (no reload)."""
-    memo = _cache_root() / "reproducible" / f"{classic_id.split(':')[-1]}-{epoch}"
+    memo = _cache_root() / "reproducible" / f"{classic_id.split(':')[-1]}-{epoch}-v{NORMALIZATION_VERSION}"
     if memo.is_file():
         known = memo.read_text().strip()
         try:

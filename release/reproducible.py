@@ -8,7 +8,8 @@ difference between two builds of the same sources. :func:`normalize_image` rewri
 
 * ``created`` and each ``history[].created`` become ``SOURCE_DATE_EPOCH``
   (https://reproducible-builds.org/specs/source-date-epoch/; we use the commit time),
-* ``container``, ``container_config`` and ``docker_version`` are dropped (build-host facts),
+* ``container``, ``container_config`` and ``docker_version`` are dropped and ``config.Image``
+  (the id of the builder's intermediate parent image) is emptied: build-host facts,
 
 and loads the result back into the engine under the same tag. Nothing else changes: same
 layers (diff ids), same runtime config, labels and history text.
@@ -43,6 +44,7 @@ from release.errors import UserError
 
 log = logging.getLogger(__name__)
 
+NORMALIZATION_VERSION = 2  # bump when normalized_config changes (builds remember its results)
 SMALL_MEMBER_BYTES = 1 << 20  # configs and manifest.json are far below this
 DROPPED_FIELDS = ("container", "container_config", "docker_version")
 
@@ -58,6 +60,8 @@ def rfc3339(epoch: int) -> str:
 def normalized_config(config: dict[str, Any], epoch: int) -> bytes:
     """The image config with build-time facts replaced; canonical JSON bytes (sorted keys)."""
     out = {k: v for k, v in config.items() if k not in DROPPED_FIELDS}
+    if isinstance(out.get("config"), dict) and out["config"].get("Image"):
+        out["config"] = {**out["config"], "Image": ""}  # the builder's intermediate parent id
     out["created"] = rfc3339(epoch)
     out["history"] = [{**entry, "created": rfc3339(epoch)} for entry in config.get("history") or []]
     return json.dumps(out, sort_keys=True, separators=(",", ":")).encode()
@@ -132,19 +136,29 @@ def normalize_image(client: docker.DockerClient, image_id: str, reference: str, 
         _add(tar, "manifest.json", manifest)
     try:
         _load(client, buffer.getvalue())
+        if _loaded_id(client, reference) != new_id:
+            raise ReproducibilityError(f"{reference} is not {new_id} after docker load")
     except (docker.errors.APIError, ReproducibilityError) as exc:
         log.info("engine wants every layer in docker load (%s); sending the full archive", exc)
         _load_full(client, image_id, entry["Config"], name, data, manifest)
-    loaded = client.images.get(reference)
-    if loaded.id != new_id:
-        raise ReproducibilityError(f"{reference} loaded as {loaded.id}, expected {new_id}")
+    loaded = _loaded_id(client, reference)
+    if loaded != new_id:
+        raise ReproducibilityError(f"{reference} loaded as {loaded}, expected {new_id}")
     return new_id
 
 
+def _loaded_id(client: docker.DockerClient, reference: str) -> str | None:
+    try:
+        return str(client.images.get(reference).id)
+    except docker.errors.ImageNotFound:
+        return None
+
+
 def _load(client: docker.DockerClient, archive: bytes | Any) -> None:
+    """``POST /images/load``; its stream reports errors as ``error`` or (HTTP 500) ``message``."""
     for chunk in client.api.load_image(archive):
-        if isinstance(chunk, dict) and chunk.get("error"):
-            raise ReproducibilityError(str(chunk["error"]).strip())
+        if isinstance(chunk, dict) and (chunk.get("error") or ("message" in chunk and "stream" not in chunk)):
+            raise ReproducibilityError(str(chunk.get("error") or chunk.get("message")).strip())
 
 
 def _load_full(
