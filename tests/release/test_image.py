@@ -323,25 +323,10 @@ def test_dockerfile_orders_layers_and_takes_the_base_image() -> None:
     assert "ARG " not in text.replace("ARG BASE_IMAGE", "")  # no build arg could carry a secret
 
 
-def _cli(*argv: str) -> int:
-    import argparse
-
-    from release.commands import image_cmd
-    from release.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="genaiops")
-    image_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    try:
-        return int(args.handler(args))
-    except UserError as exc:
-        print(f"genaiops: error: {exc}")
-        return exc.exit_code
-
-
 def test_cli_errors_name_the_flow_and_the_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], image_cli: Any
 ) -> None:
+    _cli = image_cli
     monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))
     assert _cli("build", "--flow", "no_such_flow", "--env", "local") == 2
     assert "flows.no_such_flow: no such flow" in capsys.readouterr().out
@@ -352,8 +337,13 @@ def test_cli_errors_name_the_flow_and_the_fix(
 
 
 def test_cli_push_records_the_registry_digest(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    built: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    image_cli: Any,
 ) -> None:
+    _cli = image_cli
     from release.image import load_record
 
     monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))

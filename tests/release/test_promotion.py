@@ -12,7 +12,6 @@ tests/azure/test_acr_import.py.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
@@ -249,27 +248,16 @@ def test_the_copy_is_checked_at_the_destination(registries: tuple[str, str], tmp
 # --------------------------------------------------------------------------- the CLI
 
 
-def _cli(*argv: str) -> int:
-    from release.commands import image_cmd
-
-    parser = argparse.ArgumentParser(prog="genaiops")
-    image_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    try:
-        return int(args.handler(args))
-    except UserError as exc:
-        print(f"genaiops: error: {exc}")
-        return exc.exit_code
-
-
 def test_promote_copies_the_image_gated_for_the_commit_from_the_recorded_registry(
     registries: tuple[str, str],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    image_cli: Any,
 ) -> None:
     from release.image import load_record, save_record
 
+    _cli = image_cli
     host_a, host_b = registries
     commit = git_sha()
     assert commit, "the tests run in a git checkout"
@@ -314,8 +302,9 @@ def test_promote_copies_the_image_gated_for_the_commit_from_the_recorded_registr
 
 
 def test_promote_without_a_push_record_names_the_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], image_cli: Any
 ) -> None:
+    _cli = image_cli
     monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))
     assert _cli("promote", "--flow", "web_classification", "--from", "dev", "--to", "local") == 2
     assert "environment 'dev' has no push record of 'web_classification'" in capsys.readouterr().out
