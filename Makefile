@@ -101,8 +101,8 @@ status: install ## deployments, images, traffic and health (FLOW=x ENV=x)
 rollback: install ## put traffic back on the previous release (FLOW=x ENV=x)
 	$(GENAIOPS) rollback --flow $(FLOW) $(env_or_local)
 
-promote: install ## copy the image dev released to prod by digest (FLOW=x)
-	$(GENAIOPS) promote --flow $(FLOW) --env prod
+promote: install ## copy the image gated for this commit from dev to prod by digest (FLOW=x [COMMIT=sha])
+	$(GENAIOPS) promote --flow $(FLOW) --from dev --to prod $(if $(COMMIT),--commit $(COMMIT),)
 
 new-flow: install ## scaffold a new use case (NAME=x, KIND=dag|flex): docs/new-flow.md
 	$(if $(NAME),,$(error NAME is required: make new-flow NAME=my_flow [KIND=dag|flex]))

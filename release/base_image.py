@@ -1,9 +1,16 @@
-"""A local Python base image for flow images when Docker Hub and MCR cannot be reached.
+"""The flow image's base: the official Python image pinned by digest, or a local Debian one.
 
-``debootstrap --variant=minbase`` builds a Debian bookworm root file system with Python 3.11,
-which is imported into the Docker engine with ``docker import``. The root file system tarball
-is cached (``~/.cache/genaiops/base/``) so that a second machine state or a pruned engine
-imports it again in seconds instead of bootstrapping for a minute.
+Two paths, chosen by :func:`base_image_for`:
+
+* **Hosted** (a registry of base images is reachable, as on Microsoft- and GitHub-hosted
+  agents): :data:`OFFICIAL_BASE_IMAGE`, the official ``python`` image pinned by digest. The
+  engine pulls it; nothing needs root. ``$GENAIOPS_BASE_IMAGE`` points it at a mirror (e.g. a
+  pull-through cache or ACR import of the same digest).
+* **Offline** (Docker Hub and MCR cannot be reached, as on this project's test machines):
+  ``debootstrap --variant=minbase`` builds a Debian bookworm root file system with Python 3.11,
+  imported into the engine with ``docker import`` as :data:`DEFAULT_BASE_IMAGE`. This needs
+  root (debootstrap). The root file system tarball is cached (``~/.cache/genaiops/base/``) so
+  that a pruned engine imports it again in seconds instead of bootstrapping for a minute.
 """
 
 from __future__ import annotations
@@ -18,11 +25,20 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from release.config import EnvironmentConfig
 from release.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_IMAGE = "genaiops/base-python:bookworm"
+# The official Python image (Docker Official Images, library/python), tag 3.11.14-slim-bookworm,
+# pinned by the digest of its multi-architecture index as published on Docker Hub in Nov 2026
+# (https://hub.docker.com/_/python). To move it: `skopeo inspect --raw
+# docker://docker.io/library/python:<tag> | sha256sum` gives the index digest; change it here only.
+OFFICIAL_BASE_IMAGE = (
+    "python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d"
+)
+BASE_IMAGE_ENV = "GENAIOPS_BASE_IMAGE"
 SUITE = "bookworm"
 MIRROR = os.environ.get("GENAIOPS_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ("ca-certificates", "python3", "python3-venv", "python3-pip")
@@ -38,6 +54,30 @@ IMPORT_CHANGES = (
 
 class BaseImageError(UserError):
     """The base image could not be made; the message says what to install or set."""
+
+
+def base_image_for(cfg: EnvironmentConfig, override: str | None = None) -> str:
+    """The base image a build of ``cfg`` uses, first match wins:
+
+    1. ``override`` (``genaiops build --base-image``);
+    2. ``$GENAIOPS_BASE_IMAGE``;
+    3. ``local.base_image`` when the config sets it (config/local.yaml does);
+    4. the bootstrapped :data:`DEFAULT_BASE_IMAGE` for ``kind: local``, the pinned
+       :data:`OFFICIAL_BASE_IMAGE` for every other kind (built on hosted agents).
+    """
+    if override:
+        return override
+    from_env = os.environ.get(BASE_IMAGE_ENV, "").strip()
+    if from_env:
+        return from_env
+    if cfg.local is not None and "base_image" in cfg.local.model_fields_set:
+        return cfg.local.base_image
+    return DEFAULT_BASE_IMAGE if cfg.kind == "local" else OFFICIAL_BASE_IMAGE
+
+
+def is_bootstrapped(name: str) -> bool:
+    """True for the names this module makes with debootstrap (``genaiops/base-python:*``)."""
+    return name.startswith("genaiops/base-python")
 
 
 def cache_dir() -> Path:
@@ -128,15 +168,15 @@ def ensure_base_image(client: docker.DockerClient, name: str = DEFAULT_BASE_IMAG
     """
     if image_exists(client, name):
         return name
-    if not name.startswith("genaiops/base-python"):
+    if not is_bootstrapped(name):
         try:
             client.images.pull(name)
             return name
         except docker.errors.APIError as exc:
             raise BaseImageError(
                 f"base image {name!r} is not in the engine and cannot be pulled ({exc.explanation}); "
-                f"use the bootstrapped default {DEFAULT_BASE_IMAGE!r} (local.base_image in "
-                "config/local.yaml) or --base-image"
+                f"offline, use the bootstrapped {DEFAULT_BASE_IMAGE!r} (local.base_image in "
+                f"config/<env>.yaml, ${BASE_IMAGE_ENV} or --base-image)"
             ) from None
     tarball = cache_dir() / f"{_slug(name)}.tar"
     if not tarball.is_file():

@@ -21,3 +21,20 @@ def git_sha(repo: Path = REPO_ROOT) -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+
+
+def commit_epoch(repo: Path = REPO_ROOT) -> int | None:
+    """``HEAD``'s commit time in seconds since the epoch (SOURCE_DATE_EPOCH for image builds),
+    or None outside a git checkout (bounded by a 10 s timeout)."""
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(repo), "log", "-1", "--format=%ct", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = out.stdout.strip()
+    return int(text) if out.returncode == 0 and text.isdigit() else None

@@ -31,9 +31,10 @@ import jinja2
 from release.base_image import ensure_base_image
 from release.config import REPO_ROOT, Connection
 from release.errors import UserError
-from release.git import git_sha
+from release.git import commit_epoch, git_sha
 from release.project import PACKAGE_ROOT
 from release.registry.hashing import EXCLUDED_DIRS, EXCLUDED_SUFFIXES, content_hash
+from release.reproducible import NORMALIZATION_VERSION, normalize_image
 from release.serving.settings import base_env, key_env
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ LOCK_FILE = (
     Path(__file__).resolve().parent / "requirements.lock"
 )  # a link to ../requirements.lock; a file in the wheel
 IMAGE_UID = 10001
+# File times inside the image (build context and venv): one constant, so that layers do not
+# depend on checkout or build time and the layer cache holds across commits. The image's own
+# ``created`` times are SOURCE_DATE_EPOCH (the commit time): see release/reproducible.py.
+FILE_EPOCH = 0
 BUILD_TIMEOUT_S = 1800
 WHEEL_TIMEOUT_S = 900
 LABEL_PREFIX = "ai.genaiops"
@@ -153,14 +158,20 @@ def settings_json(connections: Iterable[Connection]) -> dict[str, str]:
 
 
 def render_dockerfile(base_image: str, labels: dict[str, str] | None = None) -> str:
-    """Our Dockerfile; ``labels`` become one LABEL instruction at the very end (no file layer)."""
+    """Our Dockerfile; ``labels`` become one LABEL instruction at the very end (no file layer),
+    in sorted key order."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,  # noqa: S701 - a Dockerfile, not HTML
     )
-    return env.get_template("Dockerfile.j2").render(base_image=base_image, uid=IMAGE_UID, labels=labels or {})
+    return env.get_template("Dockerfile.j2").render(
+        base_image=base_image,
+        uid=IMAGE_UID,
+        file_epoch=FILE_EPOCH,
+        labels=dict(sorted((labels or {}).items())),
+    )
 
 
 def _cache_root() -> Path:
@@ -235,7 +246,7 @@ def _prepare_wheels(requirements_text: str, lock: Path, target: Path, key: str) 
 
 def _link_tree(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True, exist_ok=True)
-    for file in src.iterdir():
+    for file in sorted(src.iterdir()):
         if file.name.startswith("."):
             continue
         try:
@@ -251,10 +262,14 @@ def _copy_flow(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, ignore=ignore)
 
 
-def _normalize_mtimes(root: Path) -> None:
-    """Same content -> same COPY cache key, whatever the checkout time."""
-    for path in [root, *root.rglob("*")]:
-        os.utime(path, (0, 0), follow_symlinks=False)
+def normalize_tree(root: Path) -> None:
+    """Same content -> same layer bytes, whatever the checkout time and umask: every time is
+    ``FILE_EPOCH``; folders 0755, files 0644 (0755 when executable by the owner)."""
+    for path in sorted([root, *root.rglob("*")]):
+        if not path.is_symlink():
+            mode = path.stat().st_mode
+            path.chmod(0o755 if path.is_dir() or mode & 0o100 else 0o644)
+        os.utime(path, (FILE_EPOCH, FILE_EPOCH), follow_symlinks=False)
 
 
 def stage_context(
@@ -275,7 +290,8 @@ def stage_context(
     (build_dir / "Dockerfile").write_text(render_dockerfile(spec.base_image, labels))
     (build_dir / "requirements.txt").write_text(image_requirements(spec.flow_dir), encoding="utf-8")
     _link_tree(wheels, build_dir / "wheels")
-    app = build_dir / "app"
+    # one folder per layer, holding the image's paths from / down (see Dockerfile.j2)
+    app = build_dir / "layer-app" / "app"
     for rel in SERVING_FILES:
         (app / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PACKAGE_ROOT / rel, app / rel)
@@ -286,9 +302,8 @@ def stage_context(
         + "\n"
     )
     (app / "settings.json").write_text(json.dumps(settings_json(spec.connections), indent=2) + "\n")
-    _copy_flow(spec.flow_dir, build_dir / "flow")
-    for sub in ("app", "flow"):
-        _normalize_mtimes(build_dir / sub)
+    _copy_flow(spec.flow_dir, build_dir / "layer-flow" / "app" / "flow")
+    normalize_tree(build_dir)
     return build_dir
 
 
@@ -318,9 +333,15 @@ def build_image(
     labels: dict[str, str] | None = None,
     timeout_s: float = BUILD_TIMEOUT_S,
     nocache: bool = False,
+    source_date_epoch: int | None = None,
 ) -> BuiltImage:
-    """Build ``spec`` with the docker SDK (``--network host``) and return the built image."""
+    """Build ``spec`` with the docker SDK (``--network host``) and return the built image.
+
+    Reproducible: the same sources and ``source_date_epoch`` (default: :func:`build_epoch`)
+    give the same image id, with or without the layer cache (release/reproducible.py).
+    """
     started = time.monotonic()
+    epoch = build_epoch() if source_date_epoch is None else source_date_epoch
     ensure_base_image(client, spec.base_image)
     wheels = wheel_cache(image_requirements(spec.flow_dir))
     final_labels = labels if labels is not None else image_labels(spec)
@@ -354,7 +375,8 @@ def build_image(
                 )
     except docker.errors.APIError as exc:
         raise ImageError(f"docker build of flow {spec.flow!r} failed: {exc.explanation}") from None
-    image = client.images.get(image_id or spec.reference)
+    classic = client.images.get(image_id or spec.reference)
+    image = client.images.get(_fixed_times(client, classic.id, spec.reference, epoch))
     layers = tuple(image.attrs.get("RootFS", {}).get("Layers", []))
     return BuiltImage(
         reference=spec.reference,
@@ -364,6 +386,37 @@ def build_image(
         log="".join(lines),
         seconds=time.monotonic() - started,
     )
+
+
+def build_epoch() -> int:
+    """``SOURCE_DATE_EPOCH`` (seconds) for a build: the variable when set, else the commit
+    time of ``HEAD``, else 0 (https://reproducible-builds.org/specs/source-date-epoch/)."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if raw:
+        if not raw.isdigit():
+            raise ImageError(
+                f"SOURCE_DATE_EPOCH={raw!r} is not a whole number of seconds; unset it or fix it"
+            )
+        return int(raw)
+    return commit_epoch() or 0
+
+
+def _fixed_times(client: docker.DockerClient, classic_id: str, reference: str, epoch: int) -> str:
+    """The id of ``classic_id`` with fixed timestamps, tagged ``reference``; a classic build
+    that was served whole from the cache maps to the image made last time (no reload)."""
+    memo = _cache_root() / "reproducible" / f"{classic_id.split(':')[-1]}-{epoch}-v{NORMALIZATION_VERSION}"
+    if memo.is_file():
+        known = memo.read_text().strip()
+        try:
+            repository, _, tag = reference.rpartition(":")
+            client.images.get(known).tag(repository, tag=tag)
+            return known
+        except docker.errors.ImageNotFound:
+            pass
+    fixed = normalize_image(client, classic_id, reference, epoch)
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    memo.write_text(fixed)
+    return fixed
 
 
 # --------------------------------------------------------------------------- records

@@ -6,7 +6,7 @@ printing the scoring URL and the reports. Every step calls the other parts' Pyth
 
 - ``release.local_env.environment.LocalEnvironment.up``
 - ``release.experiment.pipeline.run / gate / register``
-- ``release.image.build_image`` and ``release.oci.push_image`` (helpers of
+- ``release.image.build_image`` and ``release.image_context.push_flow_image`` (helpers of
   ``release.commands.image_cmd``: ``docker_client``, ``registry_for``, ``repository_name``)
 - ``release.strategies.Rollout`` on the flow's target (:func:`open_target`)
 
@@ -269,6 +269,7 @@ class ReleaseJob:
             s.detail = f"{result.deployment} at 100 %"
 
     def _build(self, version: str | None, variant: str) -> str:
+        from release.base_image import base_image_for
         from release.image import ImageSpec, build_image, records_dir, save_record, used_connections
         from release.image_context import docker_client, repository_name
         from release.registry.hashing import content_hash
@@ -280,7 +281,7 @@ class ReleaseJob:
                 flow_dir=flow_dir,
                 repository=repository_name(self.flow),
                 tag=f"{version or 'dev'}-{content_hash(flow_dir)[7:19]}",
-                base_image=self.cfg.local_settings().base_image,
+                base_image=base_image_for(self.cfg),
                 connections=tuple(used_connections(flow_dir, self.cfg.connections)),
                 version=version,
                 variant=variant,

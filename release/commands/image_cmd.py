@@ -4,17 +4,21 @@
   registered version, variant); records ``<images>/<env>/<flow>.build.json``.
 * ``push --flow F --env E``: the local registry for ``local``, ACR (Azure AD token exchange,
   never the admin user) for Azure environments; records the digest in ``<flow>.push.json``.
-* ``promote --flow F --env prod [--from dev]``: copies the digest the source environment pushed
-  into this environment's registry, byte for byte (no rebuild), and records its provenance.
+* ``promote --flow F --from dev --to prod [--commit SHA]``: finds, in the registry named by
+  the source environment's push record, the image whose labels carry the commit being promoted
+  (git sha and flow hash), copies it by digest (ACR import between Azure registries, skopeo
+  otherwise; no rebuild), checks digest and labels at the destination and records provenance.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
+from release.base_image import base_image_for
 from release.commands.common import add_env, add_flow
 from release.config import ENVIRONMENTS, REPO_ROOT, EnvironmentConfig, load_config
 from release.errors import UserError
@@ -32,13 +36,8 @@ from release.image_context import (
     flow_settings,
     push_flow_image,
     registry_for,
+    registry_resource_id,
     repository_name,
-)
-from release.oci import (
-    Provenance,
-    RegistryClient,
-    copy_image,
-    record_provenance,
 )
 from release.registry.hashing import content_hash
 
@@ -50,7 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_env(build)
     add_flow(build)
     build.add_argument("--tag", default=None, help="image tag (default: <version>-<flow hash>)")
-    build.add_argument("--base-image", default=None, help="BASE_IMAGE (default: local.base_image)")
+    build.add_argument(
+        "--base-image",
+        default=None,
+        help="BASE_IMAGE (default: $GENAIOPS_BASE_IMAGE, local.base_image, else the pinned official "
+        "python image on Azure environments and the bootstrapped Debian one on local)",
+    )
     build.add_argument("--version", dest="flow_version", default=None, help="registered flow version label")
     build.add_argument("--variant", default=None, help="chosen variant id label")
     build.set_defaults(handler=_build)
@@ -61,11 +65,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     push.add_argument("--image", default=None, help="local image reference (default: the last build)")
     push.set_defaults(handler=_push)
 
-    promote = sub.add_parser("promote", help="copy the source environment's image digest (no rebuild)")
+    promote = sub.add_parser(
+        "promote", help="copy the image gated for this commit from the source environment (by digest)"
+    )
     add_env(promote)
     add_flow(promote)
+    promote.add_argument(
+        "--to", dest="env", default=argparse.SUPPRESS, help="target environment (same as --env)"
+    )
     promote.add_argument("--from", dest="source", default=None, help="source environment (default: previous)")
-    promote.add_argument("--digest", default=None, help="sha256 digest to promote (default: source's push)")
+    promote.add_argument(
+        "--commit",
+        default=None,
+        help="git sha whose gated image to promote (default: HEAD of this checkout)",
+    )
     promote.set_defaults(handler=_promote)
 
 
@@ -138,7 +151,7 @@ def _build(args: argparse.Namespace) -> int:
         flow_dir=flow_dir,
         repository=repository_name(args.flow),
         tag=tag,
-        base_image=args.base_image or cfg.local_settings().base_image,
+        base_image=base_image_for(cfg, args.base_image),
         connections=tuple(used_connections(flow_dir, cfg.connections, overrides)),
         version=version,
         variant=variant,
@@ -189,38 +202,70 @@ def previous_environment(env: str) -> str:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    cfg = load_config(args.env)
-    flow_settings(cfg, args.flow)
-    source_env = args.source or previous_environment(cfg.environment)
-    source_cfg = load_config(source_env)
-    record = load_record(source_env, args.flow, "push")
-    if record is None and not args.digest:
-        raise UserError(
-            f"environment {source_env!r} has no pushed image of {args.flow!r}; release it there first "
-            f"or give --digest sha256:..."
-        )
-    src_host, src_auth = registry_for(source_cfg)
-    src_repo = str(record["repository"]) if record else repository_name(args.flow)
-    digest = args.digest or str(record["digest"] if record else "")
-    tag = str(record["tag"]) if record else digest.split(":", 1)[1][:12]
-    dst_host, dst_auth = registry_for(cfg)
-    dst_repo = repository_name(args.flow)
-    src = RegistryClient(src_host, auth=src_auth)
-    dst = RegistryClient(dst_host, auth=dst_auth)
-    copied = copy_image(src, src_repo, digest, dst, dst_repo, tag)
-    from release.oci import image_config_labels
+    from release import promotion, skopeo
+    from release.git import git_sha
 
-    labels = image_config_labels(dst, dst_repo, copied)
-    provenance = Provenance(
+    cfg = load_config(args.env)
+    settings = flow_settings(cfg, args.flow)
+    source_env = args.source or previous_environment(cfg.environment)
+    if source_env == cfg.environment:
+        raise UserError(f"--from {source_env} --to {cfg.environment}: promote between two environments")
+    record = load_record(source_env, args.flow, "push")
+    if record is None:
+        raise UserError(
+            f"environment {source_env!r} has no push record of {args.flow!r} "
+            f"({records_dir(source_env) / (args.flow + '.push.json')}); release it there first, or "
+            "download the source run's image records into that folder"
+        )
+    commit = args.commit or git_sha()
+    if not commit:
+        raise UserError(
+            "no git commit to promote: run inside the checkout being released or give --commit <sha>"
+        )
+    flow_dir = (REPO_ROOT / settings.path).resolve()
+    expected = promotion.Expected(flow=args.flow, revision=commit, flow_hash=content_hash(flow_dir))
+
+    src_auth = _source_auth(str(record["registry"]), cfg)
+    src_credentials = [src_auth.credentials()] if src_auth else []
+    source = promotion.find_gated_image(record, expected, src_credentials, source_env)
+    dst_host, dst_auth = registry_for(cfg)
+    credentials = src_credentials + ([dst_auth.credentials()] if dst_auth else [])
+    dst_repo = repository_name(args.flow)
+    tag = str(record.get("tag") or source.digest.split(":", 1)[1][:12])
+    tags = [tag, promotion.revision_tag(source.labels[promotion.REVISION_LABEL])]
+    destination = f"{dst_host}/{dst_repo}"
+    started = time.monotonic()
+    if cfg.kind == "azure" and source.resource_id:
+        from release.azure.acr import ImportRequest, import_image, registry_name
+        from release.azure.clients import AzureContext
+
+        method = "acr-import"
+        import_image(
+            AzureContext.from_config(cfg),
+            ImportRequest(
+                source_resource_id=source.resource_id,
+                source_image=f"{source.repository}@{source.digest}",
+                target_registry=registry_name(dst_host),
+                target_tags=tuple(f"{dst_repo}:{t}" for t in tags),
+            ),
+        )
+    else:
+        method = "skopeo"
+        for name in tags:
+            skopeo.copy(source.reference, f"{destination}:{name}", credentials)
+    promotion.verify_copy(destination, source, credentials)
+    seconds = time.monotonic() - started
+    provenance = promotion.Provenance(
         flow=args.flow,
-        digest=copied,
-        source=f"{src_host}/{src_repo}@{digest}",
-        destination=f"{dst_host}/{dst_repo}@{copied}",
+        digest=source.digest,
+        source=source.reference,
+        destination=f"{destination}@{source.digest}",
         source_env=source_env,
         destination_env=cfg.environment,
-        labels=labels,
+        method=method,
+        labels=source.labels,
     )
-    record_provenance(records_dir(cfg.environment) / "provenance.jsonl", provenance)
+    promotion.record_provenance(records_dir(cfg.environment) / "provenance.jsonl", provenance)
     save_record(
         cfg.environment,
         args.flow,
@@ -228,12 +273,28 @@ def _promote(args: argparse.Namespace) -> int:
         {
             "flow": args.flow,
             "registry": dst_host,
+            "registry_resource_id": registry_resource_id(cfg),
             "repository": dst_repo,
             "tag": tag,
-            "digest": copied,
-            "reference": f"{dst_host}/{dst_repo}@{copied}",
+            "digest": source.digest,
+            "reference": provenance.destination,
+            "labels": source.labels,
             "promoted_from": provenance.source,
         },
     )
-    print(f"promoted {provenance.source} -> {provenance.destination} (same digest, no rebuild)")
+    print(
+        f"promoted {provenance.source} -> {provenance.destination} by {method} in {seconds:.1f} s "
+        f"(commit {commit[:12]}, same digest, labels checked, no rebuild)"
+    )
     return 0
+
+
+def _source_auth(registry: str, target: EnvironmentConfig) -> Any:
+    """ACR sign-in for a source registry read from a push record (``*.azurecr.io``), else None."""
+    if not registry.endswith(".azurecr.io"):
+        return None
+    from release.azure.acr import AcrAuth
+    from release.azure.clients import default_credential
+
+    tenant = target.azure.tenant_id if target.azure else None
+    return AcrAuth(registry, default_credential(), tenant_id=tenant)

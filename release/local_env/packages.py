@@ -30,6 +30,7 @@ PACKAGES = {
     "docker-registry": "docker-registry",
     "nginx": "nginx",
     "chromium": "chromium",  # headless browser: the report page tests
+    "skopeo": "skopeo",  # registry copies and reads (release/skopeo.py)
 }
 
 

@@ -37,6 +37,27 @@ def images(local_env: Any) -> dict[str, str]:
 
 
 @pytest.fixture
+def image_cli() -> Any:
+    """``genaiops build | push | promote`` in-process: argv -> exit code (errors printed)."""
+    import argparse
+
+    from release.commands import image_cmd
+    from release.errors import UserError
+
+    def run(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="genaiops")
+        image_cmd.register(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(list(argv))
+        try:
+            return int(args.handler(args))
+        except UserError as exc:
+            print(f"genaiops: error: {exc}")
+            return exc.exit_code
+
+    return run
+
+
+@pytest.fixture
 def target(local_env: Any) -> Iterator[LocalTarget]:
     """A local target with its own flow name, so tests never see each other's deployments."""
     flow = f"t_{secrets.token_hex(3)}"

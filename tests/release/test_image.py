@@ -2,8 +2,8 @@
 
 One image of a tiny flow is built per session (with a canary secret in the environment during
 the build and the run), run as a real container (``--network host``, a free port), rebuilt
-after a prompt-only change, pushed, pulled by digest over the registry's HTTP API and promoted
-by digest.
+from scratch (no layer cache, a fresh context: the same image id), rebuilt after a prompt-only
+change, pushed, read back by digest over the registry's HTTP API and copied by digest (skopeo).
 """
 
 from __future__ import annotations
@@ -23,10 +23,13 @@ import docker
 import pytest
 import requests
 
+from release import skopeo
 from release.config import Connection
+from release.git import git_sha
 from release.image import BuiltImage, ImageSpec, build_image, render_dockerfile
+from release.image_context import push_image
 from release.local_env.net import free_port
-from release.oci import Provenance, RegistryClient, copy_image, push_image, read_provenance, record_provenance
+from release.promotion import Provenance, read_provenance, record_provenance
 from release.registry.hashing import content_hash
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -51,6 +54,7 @@ class Built:
     docker_host: str
     registry: str
     first: BuiltImage
+    rebuilt: BuiltImage  # the first spec again: no layer cache, a fresh context
     second: BuiltImage  # after a prompt-only change
     flow_dir: Path
     context_dirs: tuple[Path, ...]
@@ -83,6 +87,10 @@ def built(local_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     os.environ["LOCAL_MODEL_API_KEY"] = CANARY
     try:
         first = build_image(client, _spec(flow_dir, repository, "v1"), work / "ctx1")
+        # from scratch: every layer rebuilt (nocache), another context folder, files touched now
+        for file in flow_dir.rglob("*"):
+            os.utime(file)
+        rebuilt = build_image(client, _spec(flow_dir, repository, "v1-again"), work / "ctx3", nocache=True)
         (flow_dir / "prompt.txt").write_text("Changed prompt, {greeting}: {text}\n")
         second = build_image(client, _spec(flow_dir, repository, "v2"), work / "ctx2")
     finally:
@@ -96,11 +104,12 @@ def built(local_env: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         local_env.docker_host,
         local_env.registry,
         first,
+        rebuilt,
         second,
         flow_dir,
-        (work / "ctx1", work / "ctx2"),
+        (work / "ctx1", work / "ctx2", work / "ctx3"),
     )
-    for image in (first, second):
+    for image in (first, rebuilt, second):
         # noprune keeps the parent layers as build cache for the next session
         client.images.remove(image.reference, force=True, noprune=True)
 
@@ -160,7 +169,7 @@ def test_image_serves_score_and_health_as_non_root(built: Built, run_container: 
     not_json = requests.post(f"http://127.0.0.1:{port}/score", data=b"{not json", timeout=30)
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "InvalidJson"
 
-    assert built.client.images.get(built.first.reference).attrs["Config"]["User"] == "10001"
+    assert built.client.images.get(built.first.reference).attrs["Config"]["User"] == "10001:10001"
     assert container.exec_run("id -u").output.decode().strip() == "10001"
     # several worker processes serve the flow, each loaded it
     deadline = time.monotonic() + WAIT_S
@@ -190,10 +199,7 @@ def test_container_without_the_connection_key_exits_with_a_clear_error(
 
 def test_labels_record_git_sha_flow_hash_version_variant(built: Built) -> None:
     labels = built.client.images.get(built.first.reference).labels
-    assert (
-        len(labels["org.opencontainers.image.revision"]) in (40, 7)
-        or labels["org.opencontainers.image.revision"] == "unknown"
-    )
+    assert labels["org.opencontainers.image.revision"] == (git_sha() or "unknown")
     assert labels["ai.genaiops.flow"] == "tiny"
     assert labels["ai.genaiops.flow-hash"] == content_hash(FIXTURE_FLOW)
     assert labels["ai.genaiops.version"] == "3"
@@ -211,7 +217,7 @@ def test_prompt_only_change_rebuilds_only_the_flow_layer(built: Built) -> None:
     assert first[-1] != second[-1]
     # the changed layer is the flow copy, the last instruction that touches files
     history = [h for h in built.client.images.get(built.second.reference).history() if h.get("Size", 0) > 0]
-    assert "flow/" in history[0]["CreatedBy"]
+    assert "COPY dir:" in history[0]["CreatedBy"]
     assert "Using cache" in built.second.log
 
 
@@ -235,16 +241,36 @@ def test_canary_secret_is_in_no_layer_history_log_or_context(built: Built) -> No
         for file in folder.rglob("*"):
             if file.is_file() and file.suffix != ".whl":
                 assert needle not in file.read_bytes(), file
-    settings = json.loads((built.context_dirs[0] / "app" / "settings.json").read_text())
+    settings = json.loads((built.context_dirs[0] / "layer-app" / "app" / "settings.json").read_text())
     assert settings == {KEY_ENV: ""}
 
 
-def test_push_pull_by_digest_and_promote_the_same_digest(built: Built, tmp_path: Path) -> None:
+def test_rebuild_from_scratch_gives_the_same_image_and_a_prompt_edit_another(built: Built) -> None:
+    # no layer was reused (nocache) and the context was written anew, yet the image is the same
+    assert "Using cache" not in built.rebuilt.log
+    assert built.rebuilt.layers == built.first.layers
+    assert built.rebuilt.image_id == built.first.image_id
+    # the image's times are the commit time (SOURCE_DATE_EPOCH), not the build time
+    from release.image import build_epoch
+    from release.reproducible import rfc3339
+
+    attrs = built.client.images.get(built.rebuilt.image_id).attrs
+    assert attrs["Created"].startswith(rfc3339(build_epoch())[:-1])
+    assert not any("date" in key.lower() or "created" in key.lower() for key in built.first.labels)
+    # a prompt edit is a different image
+    assert built.second.image_id != built.first.image_id
+
+
+def test_push_read_by_digest_and_copy_the_same_digest(built: Built, tmp_path: Path) -> None:
     repo = f"dev/tiny-{uuid.uuid4().hex[:8]}"
     pushed = push_image(built.client, built.first.reference, built.registry, repo, "v1")
-    built.client.images.remove(f"{built.registry}/{repo}:v1", noprune=True)  # the push's local tag
-    assert pushed.digest.startswith("sha256:")
+    again = push_image(built.client, built.rebuilt.reference, built.registry, repo, "v1-again")
+    assert pushed.digest.startswith("sha256:") and again.digest == pushed.digest  # reproducible
     assert pushed.reference == f"{built.registry}/{repo}@{pushed.digest}"
+    assert pushed.labels["ai.genaiops.flow"] == "tiny"
+    revision = pushed.labels["org.opencontainers.image.revision"]
+    if revision != "unknown":  # every push also tags the commit, so promotion can find it
+        assert skopeo.inspect(f"{built.registry}/{repo}:rev-{revision[:12]}").digest == pushed.digest
 
     manifest = requests.get(
         f"http://{built.registry}/v2/{repo}/manifests/{pushed.digest}",
@@ -256,20 +282,26 @@ def test_push_pull_by_digest_and_promote_the_same_digest(built: Built, tmp_path:
     layers = manifest.json()["layers"]
     assert len(layers) == len(built.first.layers)
 
-    registry = RegistryClient(built.registry)
     prod_repo = repo.replace("dev/", "prod/")
-    copied = copy_image(registry, repo, pushed.digest, registry, prod_repo, "v1")
-    assert copied == pushed.digest
-    assert registry.get_manifest(prod_repo, "v1").data == manifest.content
+    skopeo.copy(pushed.reference, f"{built.registry}/{prod_repo}:v1")
+    copied = skopeo.inspect(f"{built.registry}/{prod_repo}:v1")
+    assert copied.digest == pushed.digest and copied.labels == pushed.labels
+    same = requests.get(
+        f"http://{built.registry}/v2/{prod_repo}/manifests/v1",
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        timeout=30,
+    )
+    assert same.content == manifest.content
     log = record_provenance(
         tmp_path / "provenance.jsonl",
         Provenance(
             flow="tiny",
-            digest=copied,
+            digest=copied.digest,
             source=pushed.reference,
-            destination=f"{built.registry}/{prod_repo}@{copied}",
+            destination=f"{built.registry}/{prod_repo}@{copied.digest}",
             source_env="dev",
             destination_env="prod",
+            method="skopeo",
         ),
     )
     assert read_provenance(log)[0]["source"] == pushed.reference
@@ -279,32 +311,22 @@ def test_dockerfile_orders_layers_and_takes_the_base_image() -> None:
     text = render_dockerfile("example.org/python:3.11", {"ai.genaiops.flow": "x"})
     assert "ARG BASE_IMAGE=example.org/python:3.11" in text
     order = [
-        text.index(s) for s in ("requirements.txt", "COPY --from=deps", "COPY app/", "COPY flow/", "USER ")
+        text.index(s)
+        for s in ("requirements.txt", "COPY --from=deps", "COPY layer-app/", "COPY layer-flow/", "USER ")
     ]
     assert order == sorted(order)
+    # the final stage has no RUN step: every layer is a COPY of normalized files (reproducible)
+    assert "RUN " not in text.split("\nFROM ${BASE_IMAGE}\n", 1)[1]
+    instructions = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "/usr/bin/python3" not in instructions and "/usr/local/bin/python3" not in instructions
     assert text.rstrip().endswith('"ai.genaiops.flow"="x"')
     assert "ARG " not in text.replace("ARG BASE_IMAGE", "")  # no build arg could carry a secret
 
 
-def _cli(*argv: str) -> int:
-    import argparse
-
-    from release.commands import image_cmd
-    from release.errors import UserError
-
-    parser = argparse.ArgumentParser(prog="genaiops")
-    image_cmd.register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(list(argv))
-    try:
-        return int(args.handler(args))
-    except UserError as exc:
-        print(f"genaiops: error: {exc}")
-        return exc.exit_code
-
-
 def test_cli_errors_name_the_flow_and_the_fix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], image_cli: Any
 ) -> None:
+    _cli = image_cli
     monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))
     assert _cli("build", "--flow", "no_such_flow", "--env", "local") == 2
     assert "flows.no_such_flow: no such flow" in capsys.readouterr().out
@@ -315,8 +337,13 @@ def test_cli_errors_name_the_flow_and_the_fix(
 
 
 def test_cli_push_records_the_registry_digest(
-    built: Built, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    built: Built,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    image_cli: Any,
 ) -> None:
+    _cli = image_cli
     from release.image import load_record
 
     monkeypatch.setenv("GENAIOPS_IMAGES_DIR", str(tmp_path))
@@ -328,6 +355,7 @@ def test_cli_push_records_the_registry_digest(
     record = load_record("local", "web_classification", "push")
     assert record is not None and record["registry"] == built.registry
     assert record["reference"] == f"{built.registry}/genaiops/web-classification@{record['digest']}"
-    assert RegistryClient(built.registry).resolve("genaiops/web-classification", "v1") == record["digest"]
+    assert skopeo.inspect(f"{built.registry}/genaiops/web-classification:v1").digest == record["digest"]
+    assert record["labels"]["ai.genaiops.flow"] == "tiny" and record["registry_resource_id"] is None
     assert record["digest"] in capsys.readouterr().out
     built.client.images.remove(f"{built.registry}/genaiops/web-classification:v1", noprune=True)
