@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -53,32 +52,11 @@ def cli_parser() -> argparse.ArgumentParser:
     return build_parser()
 
 
-# Options the pipelines already use whose implementation another change brings (issue 11.4,
-# promote-by-commit: `genaiops promote --flow F --from dev --to prod --commit SHA`). While the
-# CLI lacks them they are accepted here with a warning; once it has them they are parsed for real.
-PENDING_OPTIONS = {"promote": {"--to": "--env", "--commit": None}}
-
-
-def _option_known(parser: argparse.ArgumentParser, command: str, option: str) -> bool:
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return any(option in action.option_strings for action in sub.choices[command]._actions)
-
-
 @pytest.fixture(scope="session")
 def parse_cli(cli_parser: argparse.ArgumentParser) -> Any:
     """Parse a `genaiops` argument list the way the CLI does; SystemExit on anything unknown."""
 
     def parse(args: list[str]) -> argparse.Namespace:
-        args = list(args)
-        pending = PENDING_OPTIONS.get(args[0], {}) if args else {}
-        for option, replacement in pending.items():
-            if option in args and not _option_known(cli_parser, args[0], option):
-                index = args.index(option)
-                value = args[index + 1]
-                warnings.warn(
-                    f"genaiops {args[0]} {option}: not in the CLI yet (pending change)", stacklevel=2
-                )
-                args[index : index + 2] = [replacement, value] if replacement else []
-        return cli_parser.parse_args(args)
+        return cli_parser.parse_args(list(args))
 
     return parse

@@ -73,7 +73,6 @@ DRY_GENAIOPS = {
     "promote", "release", "status", "rollback",
 }  # fmt: skip
 # Make targets another change of issue 11 brings (`make integration`): skipped while missing.
-PENDING_MAKE = {"integration"}
 BUILTINS = {"set", "export", "echo", "test", "cd", ":", "[", "true", "false", "printf", "for", "if"}
 
 # Variable group / environment values (fake, non-secret) and secrets (canaries).
@@ -903,15 +902,7 @@ class Rehearsal:
                 # every other target needs `install` first (a Makefile prerequisite): make would run
                 # the pip install here, so the rehearsal seeds the venv here
                 out.append(f"[ -x .venv/bin/python ] || {self._seed()}")
-            if (
-                first.tool == "make"
-                and words
-                and words[0] in PENDING_MAKE
-                and words[0] not in self.make_targets
-            ):
-                run.dry_runs.append(f"{job.key}: {stripped} (pending: not in the Makefile yet)")
-                out.append(f"echo {shlex.quote('rehearsal: pending make target: ' + stripped)}")
-            elif first.tool == "make" and words and words[0] in DRY_MAKE:
+            if first.tool == "make" and words and words[0] in DRY_MAKE:
                 dry.append(stripped)
                 run.dry_runs.append(f"{job.key}: {stripped}")
                 out.append(self._make_dry(stripped))

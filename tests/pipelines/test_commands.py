@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import warnings
 from types import ModuleType
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 ALLOWED = {"make", "genaiops", "set", "export", "echo"}
 # Make targets the pipelines call whose implementation another change brings (issue 11:
 # `make integration ENV=dev`, the integration suite against a real environment).
-PENDING_TARGETS = {"integration"}
 
 
 def _all_scripts(
@@ -51,9 +49,6 @@ def test_make_targets_and_variables_exist(
             names = [a for a in command.args if not a.startswith("-") and "=" not in a]
             assert names, f"{where}: {command.line!r} names no target"
             for target in names:
-                if target in PENDING_TARGETS and target not in targets:
-                    warnings.warn(f"make {target}: not in the Makefile yet (pending change)", stacklevel=1)
-                    continue
                 assert target in targets, f"{where}: make {target}: no such target in the Makefile"
                 seen.add(target)
             for assignment in (a for a in command.args if "=" in a):
@@ -127,7 +122,5 @@ def test_docs_name_only_commands_that_exist(pm: ModuleType, cli_parser: argparse
             for tool, word in re.findall(r"(?:^|[\s(])(make|genaiops)\s+([a-z][a-z-]*)", span):
                 seen += 1
                 known = targets if tool == "make" else set(sub.choices)
-                if tool == "make" and word in PENDING_TARGETS and word not in known:
-                    continue
                 assert word in known, f"docs/{doc}: `{tool} {word}` does not exist"
     assert seen > 20
