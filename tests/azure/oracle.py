@@ -29,7 +29,6 @@ import datetime
 import enum
 import inspect
 import re
-import sys
 import types
 import typing
 from collections.abc import Iterator
@@ -162,8 +161,9 @@ class _Field:
 @cache
 def _fields(cls: type[Model]) -> dict[str, _Field]:
     """JSON property name -> field, over the class and its bases."""
-    module = sys.modules[cls.__module__]
-    hints = typing.get_type_hints(cls, localns={"_models": module})
+    # annotations name the package's public models module as ``_models`` (enums included)
+    package = _kv_models if cls.__module__.startswith("azure.mgmt.keyvault") else _models
+    hints = typing.get_type_hints(cls, localns={"_models": package})
     out: dict[str, _Field] = {}
     for base in reversed(cls.__mro__):
         for attr, value in vars(base).items():
