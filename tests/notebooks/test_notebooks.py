@@ -84,6 +84,10 @@ def test_notebook_executes_headless(path: Path, notebook_env: Path) -> None:
     assert "image/svg+xml" in kinds, "the report's charts are shown inline"
     assert "text/html" in kinds, "metrics are shown as a table"
     text = "".join(str(o.get("text", "")) + str(o.get("data", "")) for o in outputs)
-    assert "gate passed" in text or "gate FAILED" in text
+    # the notebook gates its smoke-dataset run explicitly on that dataset: the deterministic local
+    # model classifies the smoke pages right, so the gate passes; a notebook never records the
+    # selection a release deploys (docs/experiments.md, "What a release deploys")
+    assert "gate passed" in text and "gate FAILED" not in text
+    assert not list((notebook_env / "reports").rglob("latest/selection.json"))
     assert CANARY not in text, "the model key leaked into the notebook's output"
     assert list((notebook_env / "reports").rglob("report.html")), "the report went to the temp folder"

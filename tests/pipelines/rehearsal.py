@@ -91,8 +91,15 @@ GROUP_VARS = {
     "RELEASE_APPROVERS": "release-managers@example.com",
     "AZURE_CLIENT_ID": "00000000-0000-0000-0000-0000000000dd",
     "NIGHTLY_INTEGRATION": "true",
+    "GENAIOPS_NAME_PREFIX": "rehearsal",
+    "PROD_DEPLOYER_OBJECT_ID": "00000000-0000-0000-0000-0000000000ee",
+    "AOAI_RESOURCE_ID": "/subscriptions/00000000-0000-0000-0000-0000000000aa/resourceGroups/ai/providers/Microsoft.CognitiveServices/accounts/rehearsal-aoai",
+    "AOAI_DEPLOYMENT": "gpt-4o-mini",
+    "AGENT_SSH_PUBLIC_KEY": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIRehearsalOnlyKeyNotReal rehearsal",
 }
 SECRETS = {"AOAI_API_KEY": AOAI_KEY, "GENAIOPS_PLAN_KEY": PLAN_KEY}
+# self-hosted pools the pipelines may name: the agent pools of the configs' private profiles
+SELF_HOSTED_POOLS = {"genaiops-prod-agents"}
 SERVICE_CONNECTIONS = {"genaiops-dev", "genaiops-prod"}
 
 
@@ -342,6 +349,10 @@ def azure_jobs(document: dict[str, Any], pipeline_pool: dict[str, Any] | None) -
             pool = job.get("pool", pipeline_pool)
             agentless = pool == "server"
             image = pool.get("vmImage") if isinstance(pool, dict) else None
+            if isinstance(pool, dict) and pool.get("name") in SELF_HOSTED_POOLS:
+                # the private profile's scale-set pool (infra/components/agent_pool.py): Ubuntu
+                # 24.04 agents prepared per docs/first-deployment.md with the hosted image's tools
+                image = "ubuntu-24.04"
             needs = {k for dep in deps[stage["stage"]] for k in jobs_by_stage.get(dep, [])}
             out.append(
                 Job(
@@ -934,7 +945,9 @@ class Rehearsal:
     def _make_dry(self, line: str) -> str:
         """``make -n`` and every recipe program must resolve (venv tools exist after install)."""
         checker = (
-            "while IFS= read -r l; do p=${l%% *}; case \"$p\" in ''|echo|@*|for|if|test|true|:|set|cd) continue;; esac; "
+            # leading VAR=value assignments are the recipe's environment, not its program
+            "while IFS= read -r l; do l=$(printf '%s' \"$l\" | sed -E 's/^([A-Za-z_][A-Za-z0-9_]*=[^ ]* +)+//'); "
+            "p=${l%% *}; case \"$p\" in ''|echo|@*|for|if|test|true|:|set|cd) continue;; esac; "
             'command -v "$p" >/dev/null || { echo "recipe program not found: $p" >&2; exit 127; }; done'
         )
         return f"{line.replace('make ', 'make -n ', 1)} | {checker}"
