@@ -326,6 +326,21 @@ def _check_bound(
     return problems
 
 
+# A cost or latency difference breaks a tie only when it is material: at least this share of the
+# lower value. Smaller ones (a token, a few ms of noise) leave the choice to the metric itself.
+TIE_MARGIN = 0.05
+
+
+def _within_margin(runs: list[RunMetrics], name: str) -> list[RunMetrics]:
+    """The runs whose ``name`` (cost or latency; lower is better) is within :data:`TIE_MARGIN` of
+    the lowest; all of them when no run has a number for it (unknown counts as worst)."""
+    values = [_sort_key(r, name) for r in runs]
+    lowest = min(values)
+    if math.isinf(lowest):
+        return list(runs)
+    return [r for r, v in zip(runs, values, strict=True) if v <= lowest * (1 + TIE_MARGIN) + 1e-12]
+
+
 def _sort_key(run: RunMetrics, name: str) -> float:
     value = finite(metric_value(run, name))
     return math.inf if value is None else value
@@ -361,23 +376,27 @@ def _choose(eligible: list[RunMetrics], metric: str, scores: _Scores, outcome: G
             notes.append(f"{other.variant_id}: p = {comparison.p_value:.3g} ({comparison.method})")
     chosen = best
     if len(tied) > 1:
-
-        def order_key(r: RunMetrics) -> tuple[float, float, int]:
-            return (_sort_key(r, COST), _sort_key(r, LATENCY), order[r.variant_id])
-
-        chosen, second = sorted(tied, key=order_key)[:2]
+        remaining = list(tied)
+        how = ""
+        for name in (COST, LATENCY):
+            kept = _within_margin(remaining, name)
+            # a run with a number that is materially higher lost on this figure (unknown ones
+            # count as worst, but do not make the figure the reason)
+            beaten = [r for r in remaining if r not in kept and finite(metric_value(r, name)) is not None]
+            if beaten and not how:
+                how = f"lower {name} (by at least {TIE_MARGIN:.0%})"
+            remaining = kept
+        # what is left differs by less than the margin: the better value of the metric, then order
+        chosen = min(remaining, key=lambda r: ranked.index(r))
+        if not how:
+            how = (
+                f"the higher {metric}" if chosen is best else "the experiment's order"
+            ) + f" ({COST} and {LATENCY} within {TIE_MARGIN:.0%} of each other, or unknown)"
         costs = ", ".join(
             f"{r.variant_id}: {COST} {describe_value(metric_value(r, COST))}, "
             f"{LATENCY} {describe_value(metric_value(r, LATENCY))}"
             for r in tied
         )
-        mine, theirs = order_key(chosen), order_key(second)
-        if mine[0] != theirs[0]:
-            how = f"lower {COST}"
-        elif mine[1] != theirs[1]:
-            how = f"lower {LATENCY}"
-        else:
-            how = f"the experiment's order ({COST} and {LATENCY} equal or unknown)"
         outcome.tie_break = (
             f"{len(tied)} variants are not significantly different from the best on {metric} "
             f"(alpha {outcome.alpha}; {'; '.join(notes)}); chosen {chosen.variant_id} by {how} ({costs})"

@@ -132,13 +132,33 @@ def test_a_tie_is_broken_by_cost_then_latency() -> None:
     again = run_gate(exp, runs, None, lines=lines)
     assert again.chosen is not None and again.chosen.variant_id == "a"
     assert again.tie_break is not None and "chosen a by lower latency_p95_ms" in again.tie_break
-    # nothing known: the experiment's order
+    # nothing known: the better value of the metric (a, 0.80)
     for run in runs:
         run.metrics.pop("cost_per_line", None)
         run.metrics.pop("latency_p95_ms", None)
     unknown = run_gate(exp, runs, None, lines=lines)
     assert unknown.chosen is not None and unknown.chosen.variant_id == "a"
-    assert unknown.tie_break is not None and "by the experiment's order" in unknown.tie_break
+    assert unknown.tie_break is not None and "by the higher accuracy" in unknown.tie_break
+
+
+def test_an_immaterial_cost_difference_does_not_pick_a_worse_variant() -> None:
+    """A new user's finding: 1.0 vs 0.67 over 12 lines is not significant (McNemar p = 0.125), and
+    the worse variant was one token cheaper. A difference under TIE_MARGIN decides nothing."""
+    exp = _experiment({})
+    good = [1.0] * 12
+    noisy = [1.0] * 8 + [0.0] * 4  # 0.67, 4 discordant lines: p = 0.125
+    runs = [
+        _run("good", {"accuracy": 1.0, "cost_per_line": 0.00048275, "latency_p95_ms": 284.0}),
+        _run("noisy", {"accuracy": _mean(noisy), "cost_per_line": 0.00048262, "latency_p95_ms": 290.0}),
+    ]
+    outcome = run_gate(exp, runs, None, lines={"full": _lines("full", {"good": good, "noisy": noisy})})
+    assert outcome.chosen is not None and outcome.chosen.variant_id == "good"
+    assert outcome.tie_break is not None and "by the higher accuracy" in outcome.tie_break
+    # a material saving (here 40 %) does decide a tie
+    runs[1].metrics["cost_per_line"] = 0.00029
+    cheaper = run_gate(exp, runs, None, lines={"full": _lines("full", {"good": good, "noisy": noisy})})
+    assert cheaper.chosen is not None and cheaper.chosen.variant_id == "noisy"
+    assert cheaper.tie_break is not None and "by lower cost_per_line (by at least 5%)" in cheaper.tie_break
 
 
 def test_a_significantly_better_variant_wins_whatever_it_costs() -> None:
