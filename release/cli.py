@@ -49,13 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class PromptFlowChatter(logging.Filter):
-    """Drops prompt flow's own INFO and WARNING lines, e.g. "environ OTLP endpoint is not set,
-    will skip the following setup." (promptflow/tracing/_start_trace.py, on the root logger)
-    and "Process N had been terminated." (promptflow/executor/_process_manager.py); its errors
-    still show. Installed unless ``-v``."""
+    """Drops prompt flow's own log lines, e.g. "environ OTLP endpoint is not set, will skip the
+    following setup." (promptflow/tracing/_start_trace.py, on the root logger), "Process N had
+    been terminated." (promptflow/executor/_process_manager.py) and the traceback it logs for
+    every failed line: our runner reports each failed line once, with its reason. Only its
+    CRITICAL records still show. Installed unless ``-v``."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
+        if record.levelno >= logging.CRITICAL:
             return True
         path = record.pathname.replace("\\", "/")
         return "/promptflow/" not in path and not record.name.startswith("execution")
@@ -64,7 +65,7 @@ class PromptFlowChatter(logging.Filter):
 def _quiet_prompt_flow() -> None:
     # prompt flow's execution loggers print to stdout at PF_LOGGING_LEVEL, read when they are
     # made (at import); set it before anything imports promptflow
-    os.environ.setdefault("PF_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("PF_LOGGING_LEVEL", "CRITICAL")
     chatter = PromptFlowChatter()
     for handler in logging.getLogger().handlers:
         handler.addFilter(chatter)
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     verbose, project = _early_options(raw)
     if not verbose:
-        os.environ.setdefault("PF_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("PF_LOGGING_LEVEL", "CRITICAL")
     if project is not None:
         try:
             _use_project(project)

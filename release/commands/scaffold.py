@@ -60,6 +60,11 @@ def _init(args: argparse.Namespace) -> int:
     for path in [*result.written, *result.flow.written]:
         print(f"wrote {path}")
     print(f"project ready in {result.root}")
+    print(
+        "its local environment keeps its state (and model key) in .genaiops/local of the project; "
+        "stop another project's local environment first (genaiops local down there), or point "
+        "GENAIOPS_LOCAL_STATE_DIR at it"
+    )
     print(f"next: cd {result.root} && genaiops release --flow {args.flow} --env local")
     return 0
 
