@@ -7,34 +7,33 @@ from pathlib import Path
 
 from release.config import REPO_ROOT
 
+GIT_TIMEOUT_S = 10
 
-def git_sha(repo: Path = REPO_ROOT) -> str | None:
-    """``HEAD``'s sha, or None outside a git checkout (bounded by a 10 s timeout)."""
+
+def _git(repo: Path, *args: str) -> str | None:
+    """The stripped output of ``git -C repo <args>``, or None when git fails or is missing
+    (bounded by :data:`GIT_TIMEOUT_S`)."""
     try:
         out = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
+            ["git", "-C", str(repo), *args],
             capture_output=True,
             text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
-
-
-def commit_epoch(repo: Path = REPO_ROOT) -> int | None:
-    """``HEAD``'s commit time in seconds since the epoch (SOURCE_DATE_EPOCH for image builds),
-    or None outside a git checkout (bounded by a 10 s timeout)."""
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "log", "-1", "--format=%ct", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
+            timeout=GIT_TIMEOUT_S,
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
     text = out.stdout.strip()
-    return int(text) if out.returncode == 0 and text.isdigit() else None
+    return text if out.returncode == 0 and text else None
+
+
+def git_sha(repo: Path = REPO_ROOT) -> str | None:
+    """``HEAD``'s sha, or None outside a git checkout."""
+    return _git(repo, "rev-parse", "HEAD")
+
+
+def commit_epoch(repo: Path = REPO_ROOT) -> int | None:
+    """``HEAD``'s commit time in seconds since the epoch (SOURCE_DATE_EPOCH for image builds),
+    or None outside a git checkout."""
+    text = _git(repo, "log", "-1", "--format=%ct", "HEAD")
+    return int(text) if text is not None and text.isdigit() else None
