@@ -63,9 +63,6 @@ class PromptFlowChatter(logging.Filter):
 
 
 def _quiet_prompt_flow() -> None:
-    # prompt flow's execution loggers print to stdout at PF_LOGGING_LEVEL, read when they are
-    # made (at import); set it before anything imports promptflow
-    os.environ.setdefault("PF_LOGGING_LEVEL", "CRITICAL")
     chatter = PromptFlowChatter()
     for handler in logging.getLogger().handlers:
         handler.addFilter(chatter)
@@ -103,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
     verbose, project = _early_options(raw)
     if not verbose:
+        # prompt flow's execution loggers print to stdout at PF_LOGGING_LEVEL, read when they
+        # are made (at import): set it before the command modules import promptflow
         os.environ.setdefault("PF_LOGGING_LEVEL", "CRITICAL")
     if project is not None:
         try:

@@ -170,6 +170,15 @@ def created_at(info: DeploymentInfo) -> float | None:
     return None
 
 
+def _rebuilt(info: DeploymentInfo, status: str, default_time: float) -> ReleaseRecord:
+    """A history record for a deployment the cached record does not know, from the target alone."""
+    when = created_at(info) or default_time
+    labels = {k: v for k, v in info.labels.items() if k != CREATED_LABEL}
+    release_id = info.labels.get("genaiops.release", info.name)
+    detail = "rebuilt from the target"
+    return ReleaseRecord(release_id, info.name, info.image, status, when, when, detail, labels)
+
+
 def reconcile(state: FlowReleases, deployments: Iterable[DeploymentInfo]) -> list[str]:
     """Make ``state`` agree with what the target holds; return what was changed (for logs).
 
@@ -208,43 +217,18 @@ def reconcile(state: FlowReleases, deployments: Iterable[DeploymentInfo]) -> lis
     for info in infos:
         record = known_records.get(info.name)
         if info.name == live.name:
-            if record is None:
-                record = ReleaseRecord(
-                    info.labels.get("genaiops.release", info.name),
-                    info.name,
-                    info.image,
-                    "live",
-                    created_at(info) or stamp,
-                    created_at(info) or stamp,
-                    "rebuilt from the target",
-                    {k: v for k, v in info.labels.items() if k != CREATED_LABEL},
-                )
-                state.history.append(record)
-                changes.append(f"{info.name}: live (rebuilt from the target)")
-            elif record.status != "live":
-                record.status = "live"
-                changes.append(f"{info.name}: live (the target serves it)")
+            status = "live"
+        elif record is not None and record.status in ("replaced", "rolled_back", "failed", "abandoned"):
             continue
-        if record is not None and record.status in ("replaced", "rolled_back", "failed", "abandoned"):
-            continue
-        status = "replaced" if order[info.name] < order[live.name] else "rolled_back"
-        if record is None:
-            when = created_at(info) or stamp
-            state.history.append(
-                ReleaseRecord(
-                    info.labels.get("genaiops.release", info.name),
-                    info.name,
-                    info.image,
-                    status,
-                    when,
-                    when,
-                    "rebuilt from the target",
-                    {k: v for k, v in info.labels.items() if k != CREATED_LABEL},
-                )
-            )
         else:
+            status = "replaced" if order[info.name] < order[live.name] else "rolled_back"
+        if record is None:
+            state.history.append(_rebuilt(info, status, stamp))
+            changes.append(f"{info.name}: {status} (rebuilt from the target)")
+        elif record.status != status:
             record.status = status
-        changes.append(f"{info.name}: {status} (rebuilt from the target)")
+            why = "the target serves it" if status == "live" else "rebuilt from the target"
+            changes.append(f"{info.name}: {status} ({why})")
     if not changes:
         return changes
     # history is in time order: earlier releases first, the live one after them

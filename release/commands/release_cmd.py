@@ -147,11 +147,12 @@ def flow_status(cfg: EnvironmentConfig, flow: str) -> dict[str, Any]:
         }
         for info in infos
     ]
-    from release.strategies import load_reconciled
+    from release.release_state import reconcile
 
-    store = release_store(cfg, flow)
-    with store:
-        record = load_reconciled(target, store, progress=lambda line: None)
+    # read-only: the cached record brought in line with what the target holds (no lock, no
+    # write, so status works while a release runs and from an empty .genaiops/)
+    record = release_store(cfg, flow).load()
+    reconcile(record, infos)
     live = record.live()
     return {
         "flow": flow,
